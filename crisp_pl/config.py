@@ -170,6 +170,8 @@ class TrainConfig:
     strategy: str = "auto"
     checkpoint_every: int = 200
     """Steps between resumable checkpoints."""
+    val_every: int = 200
+    """Steps between validation passes on the specialist validation windows."""
     log_every: int = 10
     num_workers: int = 0
     seed: int = 0

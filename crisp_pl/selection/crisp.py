@@ -1,0 +1,81 @@
+"""CRISP: clustered importance sampling (Grangier et al., ICLR 2025, Algorithm 1).
+
+P(c|Ds) is the histogram of the specialist train windows over the clusters of one tree level;
+P(c|Dg) the same for the generalist pool. Training samples a cluster from P(c|Ds), then a
+generalist window uniformly inside it, which gives each generalist window of cluster c the
+importance weight w(c) = P(c|Ds) / P(c|Dg) relative to uniform sampling.
+
+Specialist mass on a cluster that holds no generalist window cannot be sampled (there is nothing
+to draw); it is dropped and the rest renormalized. The dropped share is reported as
+`selection/dropped_mass` so a tree too fine for its pool is visible rather than silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crisp_pl.selection.groups import Groups
+
+
+@dataclass
+class Histogram:
+    """Cluster histograms at one level and the importance weights derived from them."""
+
+    generalist_counts: np.ndarray  # (C,) generalist windows per cluster
+    specialist_counts: np.ndarray  # (C,) specialist train windows per cluster
+    p_specialist: np.ndarray  # (C,) sampling distribution actually used (after drop + smoothing)
+    dropped_mass: float  # specialist mass on clusters without generalist windows
+
+    @property
+    def p_generalist(self) -> np.ndarray:
+        return self.generalist_counts / self.generalist_counts.sum()
+
+    @property
+    def importance_weights(self) -> np.ndarray:
+        """w(c) = P(c|Ds) / P(c|Dg); zero where the cluster has no generalist window."""
+        pg = self.p_generalist
+        return np.divide(self.p_specialist, pg, out=np.zeros_like(pg), where=pg > 0)
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame({
+            "cluster": np.arange(len(self.generalist_counts)),
+            "generalist_windows": self.generalist_counts,
+            "specialist_windows": self.specialist_counts,
+            "p_generalist": self.p_generalist,
+            "p_specialist": self.p_specialist,
+            "importance_weight": self.importance_weights,
+        })
+
+
+def histogram(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clusters: int, smoothing: float = 0.0) -> Histogram:
+    """Build P(c|Ds) over clusters that can be sampled.
+
+    `smoothing` adds that many pseudo-counts to every cluster holding generalist windows
+    (Laplace smoothing), which keeps some mass on clusters the small specialist set missed.
+    """
+    g = np.bincount(pool_labels, minlength=num_clusters).astype(np.float64)
+    s = np.bincount(specialist_labels, minlength=num_clusters).astype(np.float64)
+    if s.sum() == 0:
+        raise ValueError("the specialist set has no windows to build a histogram from")
+    reachable = g > 0
+    dropped = s[~reachable].sum() / s.sum()
+    kept = np.where(reachable, s + smoothing, 0.0)
+    if kept.sum() == 0:
+        raise ValueError("no specialist window falls in a cluster that holds generalist windows")
+    return Histogram(g, s, kept / kept.sum(), float(dropped))
+
+
+def crisp_groups(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clusters: int, smoothing: float = 0.0) -> tuple[Groups, Histogram]:
+    """Groups = clusters of the pool, weighted by the specialist histogram."""
+    hist = histogram(pool_labels, specialist_labels, num_clusters, smoothing)
+    info = {
+        "dropped_mass": hist.dropped_mass,
+        "clusters": num_clusters,
+        "clusters_sampled": int((hist.p_specialist > 0).sum()),
+        "specialist_clusters": int((hist.specialist_counts > 0).sum()),
+    }
+    return Groups.from_labels("pool", pool_labels, hist.p_specialist, info), hist

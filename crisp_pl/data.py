@@ -8,7 +8,7 @@ exact and costs O(1), and every DDP rank draws a distinct stream without coordin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning as L
 import numpy as np
@@ -39,16 +39,20 @@ def draw(groups: Groups, seed: int, rank: int, start: int, stop: int) -> np.ndar
 
 
 class GroupSampler(Sampler[int]):
-    """Yields `num_samples - start` window indices of one rank's stream, from position `start`."""
+    """Yields one rank's stream from position `start()` up to `num_samples`.
 
-    def __init__(self, groups: Groups, num_samples: int, seed: int, rank: int = 0, start: int = 0):
+    `start` is read each time iteration begins, because Lightning re-creates the iterator after the
+    first batch of a resumed run: reading the trainer's restored step then keeps the stream exact.
+    """
+
+    def __init__(self, groups: Groups, num_samples: int, seed: int, rank: int = 0, start: Callable[[], int] = lambda: 0):
         self.groups, self.num_samples, self.seed, self.rank, self.start = groups, num_samples, seed, rank, start
 
     def __len__(self) -> int:
-        return max(0, self.num_samples - self.start)
+        return max(0, self.num_samples - self.start())
 
     def __iter__(self) -> Iterator[int]:
-        for block_start in range(self.start, self.num_samples, BLOCK):
+        for block_start in range(self.start(), self.num_samples, BLOCK):
             yield from draw(self.groups, self.seed, self.rank, block_start, min(block_start + BLOCK, self.num_samples)).tolist()
 
 
@@ -83,8 +87,8 @@ class WindowDataset(Dataset):
 class SelectionDataModule(L.LightningDataModule):
     """Trains on windows drawn by GroupSampler; validates on specialist validation windows.
 
-    Resuming mid-run: `state_dict` records how many samples this rank consumed, Lightning restores
-    it before building the dataloader, and the sampler restarts at that position of the stream.
+    Resuming mid-run needs no state of its own: the trainer restores `global_step` from the
+    checkpoint, and the sampler restarts at sample `global_step * batch_size` of the stream.
     """
 
     def __init__(self, stores: dict, groups: Groups, *, batch_size: int, max_steps: int, seed: int,
@@ -93,7 +97,6 @@ class SelectionDataModule(L.LightningDataModule):
         self.stores, self.groups, self.val_store = stores, groups, val_store
         self.batch_size, self.max_steps, self.seed = batch_size, max_steps, seed
         self.val_batch_size, self.val_windows, self.num_workers = val_batch_size, val_windows, num_workers
-        self._consumed = 0
 
     @property
     def num_samples(self) -> int:
@@ -112,8 +115,6 @@ class SelectionDataModule(L.LightningDataModule):
         return DataLoader(WindowDataset(self.val_store, self.val_windows), batch_size=self.val_batch_size,
                           num_workers=self.num_workers)
 
-    def state_dict(self) -> dict:
-        return {"consumed": self.trainer.global_step * self.batch_size if self.trainer else self._consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._consumed = int(state["consumed"])
+    def _consumed(self) -> int:
+        """Samples this rank has trained on (no gradient accumulation: one batch per step)."""
+        return self.trainer.global_step * self.batch_size if self.trainer else 0

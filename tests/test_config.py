@@ -1,0 +1,83 @@
+import pytest
+
+from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, parse_set, stable_hash, to_dict
+from crisp_pl.study import CONFIGS_DIR, STUDIES_DIR, list_studies, load_study, points
+
+
+def test_defaults_are_the_papers():
+    cfg = RunConfig()
+    assert cfg.corpus.window_length == 1024
+    assert cfg.cluster.levels == [64, 1024, 16384, 262144]
+    assert cfg.train.lr == 1e-4 and cfg.train.grad_clip == 5.0
+    assert cfg.embed.max_seq_length == 256
+
+
+def test_set_overrides_parse_yaml_values():
+    assert parse_set(["train.lr=0.5", "cluster.levels=[8, 64]", "task.name=code"]) == {
+        "train": {"lr": 0.5}, "cluster": {"levels": [8, 64]}, "task": {"name": "code"}}
+    assert build_run_config(parse_set(["train.lr=3e-4"])).train.lr == 3e-4  # YAML 1.1 gives the string '3e-4'
+    cfg = build_run_config({"train": {"lr": 1}}, parse_set(["train.lr=0.5"]))
+    assert cfg.train.lr == 0.5 and isinstance(cfg.train.lr, float)
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"trian": {"lr": 1}}, "unknown key 'trian'"),
+    ({"train": {"lrr": 1}}, "unknown key 'train.lrr'"),
+    ({"corpus": {"sources": [{"name": "x", "kynd": "jsonl"}]}}, "unknown key 'corpus.sources[0].kynd'"),
+    ({"train": {"max_steps": "many"}}, "train.max_steps: expected int"),
+    ({"cluster": {"levels": [64, 100]}}, "100 is not a multiple of 64"),
+    ({"corpus": {"sources": [{"name": "x", "kind": "jsonl"}]}}, "needs a `path`"),
+    ({"task": {"train_fraction": 0.9, "test_fraction": 0.5}}, "sum to <= 1"),
+])
+def test_bad_config_names_the_key(layer, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        build_run_config(layer)
+
+
+def test_bad_set_and_bad_yaml_file(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set(["train.lr"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        load_yaml(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_hash_is_stable_and_sensitive():
+    a, b = to_dict(RunConfig()), to_dict(build_run_config({"train": {"lr": 2e-4}}))
+    assert stable_hash(a) == stable_hash(to_dict(RunConfig()))
+    assert stable_hash(a) != stable_hash(b)
+
+
+def test_every_shipped_config_and_study_loads():
+    for path in sorted(CONFIGS_DIR.rglob("*.yaml")):
+        build_run_config(load_yaml(path), where=str(path))
+    studies = list_studies()
+    assert {s.name for s in studies} >= {"quickstart"}
+    for study in studies:
+        for scale in ("tiny", "small", "paper"):
+            assert points(study, scale)
+
+
+def test_quickstart_points_differ_only_by_method():
+    pts = points(load_study("quickstart"), "tiny", ["train.max_steps=7"])
+    assert [p.config.selection.method for p in pts] == ["uniform", "crisp", "specialist"]
+    dicts = [to_dict(p.config) for p in pts]
+    for d in dicts:
+        d["selection"].pop("method")
+        assert d["train"]["max_steps"] == 7
+    assert dicts[0] == dicts[1] == dicts[2]
+
+
+def test_unknown_study_and_scale(tmp_path):
+    with pytest.raises(ConfigError, match="known studies: .*quickstart"):
+        load_study("nope")
+    with pytest.raises(ConfigError, match="unknown scale 'huge'"):
+        points(load_study("quickstart"), "huge")
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: s\ngrdi: {}\n")
+    with pytest.raises(ConfigError, match="s.yaml: unknown key 'grdi'"):
+        load_study(str(bad))
+    assert STUDIES_DIR.is_dir()

@@ -31,11 +31,11 @@ class SourceConfig:
     path: str | None = None
     """File, folder or glob for the non-builtin kinds."""
     text_field: str = "text"
-    """Field holding the document text in jsonl / parquet / disk rows."""
+    """Field holding the document text in jsonl / parquet / disk rows; dotted paths reach nested fields."""
     domain: str | None = None
     """Domain label for every document; None: the builtin's own label, or the source name."""
     domain_field: str | None = None
-    """Row field that holds a per-document domain label (overrides `domain`)."""
+    """Row field (dotted path, e.g. `meta.pile_set_name`) holding a per-document domain label; overrides `domain`."""
     max_docs: int | None = None
     """Read at most this many documents (the first ones, in file order)."""
 
@@ -66,7 +66,7 @@ class TaskConfig:
     name: str = "medical"
     """Task name, used in metric names (`test/medical/ppl`)."""
     sources: list[str] = field(default_factory=lambda: ["medical"])
-    """Source names whose documents make up the specialist domain."""
+    """Source names or domain labels whose documents make up the specialist domain (e.g. `medical`, `encyclopedic_biology`)."""
     train_fraction: float = 0.1
     """Share of the domain's documents that form the specialist train set."""
     validation_fraction: float = 0.05

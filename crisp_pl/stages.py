@@ -68,8 +68,7 @@ def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: Stage) -> Sta
     inputs = {"embeddings": pool_embeddings.key, "cluster": cluster}
 
     def build(out: Path) -> None:
-        x = np.asarray(load_embeddings(pool_embeddings.path), dtype=np.float32)
-        ClusterTree.fit(x, cfg.cluster).save(out / "tree.npz")
+        ClusterTree.fit(load_embeddings(pool_embeddings.path), cfg.cluster).save(out / "tree.npz")  # fp16 in, converted per batch
 
     return cache.run("tree", inputs, build)
 
@@ -79,8 +78,7 @@ def labels_stage(cache: StageCache, tree: Stage, embeddings: Stage) -> Stage:
     from crisp_pl.embed import load_embeddings
 
     def build(out: Path) -> None:
-        x = np.asarray(load_embeddings(embeddings.path), dtype=np.float32)
-        np.save(out / "labels.npy", ClusterTree.load(tree.path / "tree.npz").assign(x))
+        np.save(out / "labels.npy", ClusterTree.load(tree.path / "tree.npz").assign(load_embeddings(embeddings.path)))
 
     return cache.run("labels", {"tree": tree.key, "embeddings": embeddings.key}, build)
 

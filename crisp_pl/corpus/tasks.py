@@ -1,0 +1,89 @@
+"""The corpus as a whole (`load_corpus`) and its split into a specialist task and the generalist pool.
+
+`split_task` gives each specialist document a number u in [0, 1) from a hash of (task seed,
+doc_id) and files it under train if u < train_fraction, else validation, else test, by the
+fractions; the rest of the domain joins the generalist pool with every other source. Because a
+document's split depends only on its own id, capping or growing the corpus never moves a
+document from one split to another.
+
+A name in `task.sources` matches a document's source or its domain label, so the medical task
+can take the `wiki` source's `encyclopedic_biology` leads without the rest of the wiki:
+
+    TaskConfig(name="medical", sources=["medical", "encyclopedic_biology"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+
+from crisp_pl.config import CorpusConfig, TaskConfig
+from crisp_pl.corpus.documents import CorpusError, Document
+from crisp_pl.corpus.readers import read_source
+
+SPLITS = ("pool", "train", "validation", "test")
+
+
+def load_corpus(corpus: CorpusConfig, progress: bool = True) -> list[Document]:
+    """Every source's documents, in config order, with the corpus caps applied; doc_ids must be unique."""
+    if not corpus.sources:
+        raise CorpusError("corpus.sources is empty")
+    docs: list[Document] = []
+    owner: dict[str, str] = {}
+    for source in corpus.sources:
+        caps = [c for c in (corpus.max_docs_per_source, source.max_docs) if c is not None]
+        start = time.perf_counter()
+        got = list(read_source(source, max_docs=min(caps) if caps else None, max_chars=corpus.max_chars_per_doc))
+        for doc in got:
+            if doc.doc_id in owner:
+                raise CorpusError(f"duplicate doc_id {doc.doc_id!r} (sources {owner[doc.doc_id]!r} and "
+                                  f"{source.name!r}); give every source a distinct name")
+            owner[doc.doc_id] = source.name
+            docs.append(doc)
+        if progress:
+            chars = sum(len(d.text) for d in got)
+            print(f"corpus: {source.name:<16} {len(got):>8,} docs {chars / 1e6:8.2f} M chars "
+                  f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+    return docs
+
+
+def split_task(docs: list[Document], task: TaskConfig) -> dict[str, list[Document]]:
+    """{"pool", "train", "validation", "test"} -> documents; disjoint, each in input order."""
+    wanted = set(task.sources)
+    cut_train = task.train_fraction
+    cut_validation = cut_train + task.validation_fraction
+    cut_test = cut_validation + task.test_fraction
+    splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    matched = 0
+    for doc in docs:
+        if doc.source not in wanted and doc.domain not in wanted:
+            splits["pool"].append(doc)
+            continue
+        matched += 1
+        u = _unit_hash(task.seed, doc.doc_id)
+        name = ("train" if u < cut_train else "validation" if u < cut_validation
+                else "test" if u < cut_test else "pool")
+        splits[name].append(doc)
+    _check(splits, task, matched, docs)
+    return splits
+
+
+def _unit_hash(seed: int, doc_id: str) -> float:
+    digest = hashlib.sha256(f"{seed}\0{doc_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _check(splits: dict[str, list[Document]], task: TaskConfig, matched: int, docs: list[Document]) -> None:
+    if matched == 0:
+        have = sorted({d.source for d in docs} | {d.domain for d in docs})
+        raise CorpusError(f"task {task.name!r}: no document has a source or domain in task.sources={task.sources} "
+                          f"(corpus has: {', '.join(have)})")
+    for name in ("train", "test"):
+        if not splits[name]:
+            raise CorpusError(f"task {task.name!r}: the {name} split is empty ({matched} documents match "
+                              f"task.sources={task.sources}, {name}_fraction={getattr(task, name + '_fraction')})")
+    ids = {name: {d.doc_id for d in split} for name, split in splits.items()}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            assert not ids[a] & ids[b], f"splits {a} and {b} share documents"

@@ -86,7 +86,7 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, groups: G
         trainer = L.Trainer(**trainer_kwargs(cfg.train), logger=logger if logger is not None else False,
                             use_distributed_sampler=False, enable_model_summary=False,
                             val_check_interval=min(cfg.train.val_every, cfg.train.max_steps), check_val_every_n_epoch=None,
-                            limit_val_batches=0 if len(prepared.stores["validation"]) == 0 else None,
+                            limit_val_batches=0 if prepared.stores["validation"] is None else None,
                             callbacks=[ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=cfg.train.checkpoint_every,
                                                        save_last=True, save_top_k=0)])
         started = time.perf_counter()

@@ -36,6 +36,8 @@ def windows_stage(cache: StageCache, cfg: RunConfig) -> Stage:
         splits = split_task(load_corpus(cfg.corpus), cfg.task)
         summary = {}
         for name in SPLITS:
+            if name == "validation" and not splits[name]:
+                continue  # validation is optional (validation_fraction 0); every other split is required
             store = build_windows(splits[name], out / name, cfg.corpus.window_length, cfg.corpus.shard_windows)
             summary[name] = {"documents": len(splits[name]), "windows": len(store)}
         (out / "splits.json").write_text(json.dumps(summary, indent=1))
@@ -99,7 +101,7 @@ def prepare(cache: StageCache, cfg: RunConfig, need_clusters: bool) -> Prepared:
     from crisp_pl.corpus.windows import WindowStore
 
     windows = windows_stage(cache, cfg)
-    stores = {split: WindowStore(windows.path / split) for split in SPLITS}
+    stores = {split: WindowStore(windows.path / split) if (windows.path / split).is_dir() else None for split in SPLITS}
     prepared = Prepared(windows, stores, {"windows": windows.key})
     if need_clusters:
         pool_emb = embeddings_stage(cache, cfg, windows, "pool")

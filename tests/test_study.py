@@ -45,7 +45,7 @@ def study_file(tmp_path):
 
 
 def cache_snapshot(results: Path) -> dict[str, float]:
-    return {str(p.relative_to(results)): p.stat().st_mtime for p in (results / "cache").glob("*/*")}
+    return {str(p.relative_to(results / "cache")): p.stat().st_mtime for p in (results / "cache").glob("*/*")}
 
 
 @pytest.mark.slow
@@ -82,7 +82,8 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
 def test_killed_study_resumes_without_redoing_finished_stages(study_file, tmp_path):
     results = tmp_path / "results"
     command = [sys.executable, "-m", "crisp_pl.cli", "study", "run", str(study_file), "--set", f"results_dir={results}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(tmp_path / "run.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
         if any(p.is_dir() and not p.name.endswith(".partial") for p in (results / "cache" / "train").glob("*")):

@@ -1,0 +1,64 @@
+"""The `crisp` command: listing, showing, errors that name the key, and the MLflow UI over loopback."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from crisp_pl.cli import main
+
+CRISP = [sys.executable, "-m", "crisp_pl.cli"]
+
+
+def test_study_list_and_show(capsys):
+    assert main(["study", "list"]) == 0
+    assert "quickstart" in capsys.readouterr().out
+    assert main(["study", "show", "quickstart", "--set", "train.max_steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("max_steps: 3") == 3 and "# selection.method=crisp" in out
+
+
+def test_config_errors_exit_2_and_name_the_key(capsys):
+    assert main(["study", "show", "quickstart", "--set", "train.max_stepz=3"]) == 2
+    assert "unknown key 'train.max_stepz'" in capsys.readouterr().err
+    assert main(["study", "run", "no_such_study"]) == 2
+    assert "known studies: " in capsys.readouterr().err
+
+
+def test_ui_without_a_store_says_what_to_do(tmp_path, capsys):
+    assert main(["ui", "--results-dir", str(tmp_path)]) == 2
+    assert "run a study first" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store_on_loopback(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("crisp_pl")
+    port = free_port()
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    ui = subprocess.Popen(CRISP + ["ui", "--results-dir", str(tmp_path), "--port", str(port)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, status = time.time() + 90, None
+        while time.time() < deadline and status is None and ui.poll() is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

@@ -21,7 +21,8 @@ def study_runs(runner) -> pd.DataFrame:
     """One row per finished point of the study's current parent run: params, metrics, tags."""
     parent = runner.parent(create=False)
     if parent is None:
-        raise ValueError(f"study {runner.study.name} [{runner.scale}] has no runs in {runner.uri}; run it first")
+        raise LookupError(f"study {runner.study.name} [{runner.scale}] has no runs with this config in {runner.uri}; "
+                          f"run it first (crisp study run {runner.study.name} --scale {runner.scale})")
     runs = runner.client.search_runs([runner.experiment], f"tags.`crisp.parent` = '{parent.info.run_id}' and attributes.status = 'FINISHED'")
     rows = [{"point": r.data.tags.get("crisp.point"), "method": r.data.tags.get("crisp.method"), "task": r.data.tags.get("crisp.task"),
              "run_id": r.info.run_id, **r.data.metrics} for r in runs]
@@ -29,12 +30,23 @@ def study_runs(runner) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("point", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
+def short_label(point: str) -> str:
+    """`selection.method=crisp,train.lr=0.001` -> `crisp\n0.001`: the grid values, one per line."""
+    return "\n".join(part.split("=", 1)[-1] for part in point.split(","))
+
+
+def grid_keys(point: str) -> str:
+    return ", ".join(part.split("=", 1)[0] for part in point.split(","))
+
+
 def ppl_bars(runs: pd.DataFrame, out: Path) -> Path:
     task = runs["task"].iloc[0]
     column = f"test/{task}/ppl"
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(runs), 3.6))
-    bars = ax.bar(runs["point"].str.replace(",", "\n"), runs[column], color="tab:blue")
+    bars = ax.bar(runs["point"].map(short_label), runs[column], color="tab:blue")
     ax.bar_label(bars, fmt="%.1f")
+    ax.margins(y=0.12)
+    ax.set_xlabel(grid_keys(runs["point"].iloc[0]))
     ax.set_ylabel(f"{column} (lower is better)")
     ax.set_title(f"held-out {task} perplexity")
     fig.tight_layout()
@@ -47,11 +59,10 @@ def loss_curves(runner, runs: pd.DataFrame, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for _, row in runs.iterrows():
         history = runner.client.get_metric_history(row["run_id"], "val/loss")
-        tokens = {m.step: m.value for m in runner.client.get_metric_history(row["run_id"], "train/tokens")}
         if history:
-            points = sorted((tokens.get(m.step, m.step), m.value) for m in history)
-            ax.plot(*zip(*points), marker="o", label=row["point"])
-    ax.set_xlabel("training tokens")
+            points = sorted({m.step: m.value for m in history}.items())  # a resumed run may log a step twice
+            ax.plot(*zip(*points), marker="o", label=short_label(row["point"]).replace("\n", ", "))
+    ax.set_xlabel("optimizer step (every point trains on the same tokens per step)")
     ax.set_ylabel("val/loss (specialist validation)")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"crisp: config error: {error}", file=sys.stderr)
         return 2
+    except LookupError as error:
+        print(f"crisp: {error}", file=sys.stderr)
+        return 1
     return 1
 
 

@@ -71,7 +71,7 @@ def _rows(data, idx, tensor: bool):
     import torch
 
     if isinstance(data, np.ndarray):
-        rows = np.ascontiguousarray(data[idx])
+        rows = np.array(data[idx])  # a copy: slices of a read-only memmap cannot back a tensor
         return torch.from_numpy(rows).to(*_compute()) if tensor else rows.astype(np.float32, copy=False)
     rows = data[idx if isinstance(idx, slice) else torch.as_tensor(idx, device=data.device)]
     return rows if tensor else rows.float().cpu().numpy()

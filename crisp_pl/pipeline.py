@@ -96,8 +96,8 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, groups: G
         (out / "train.json").write_text(json.dumps({
             "train_seconds": time.perf_counter() - started,  # of the last (possibly resumed) attempt
             "steps": trainer.global_step,
-            "tokens": float(trainer.global_step * cfg.train.batch_size * trainer.world_size * (cfg.corpus.window_length - 1)),
-            "flops": module.flops_per_token * trainer.global_step * cfg.train.batch_size * trainer.world_size * (cfg.corpus.window_length - 1),
+            "tokens": float(module.tokens_seen),  # all ranks, carried across resumes by the checkpoint
+            "flops": module.flops_seen,
             "params": module.gpt.num_params(),
             "devices": trainer.world_size,
         }, indent=1))

@@ -91,10 +91,10 @@ class SelectionDataModule(L.LightningDataModule):
     checkpoint, and the sampler restarts at sample `global_step * batch_size` of the stream.
     """
 
-    def __init__(self, stores: dict, groups: Groups, *, batch_size: int, max_steps: int, seed: int,
+    def __init__(self, train_store, groups: Groups, *, batch_size: int, max_steps: int, seed: int,
                  val_store=None, val_batch_size: int = 16, val_windows: int | None = None, num_workers: int = 0):
         super().__init__()
-        self.stores, self.groups, self.val_store = stores, groups, val_store
+        self.train_store, self.groups, self.val_store = train_store, groups, val_store  # groups index train_store
         self.batch_size, self.max_steps, self.seed = batch_size, max_steps, seed
         self.val_batch_size, self.val_windows, self.num_workers = val_batch_size, val_windows, num_workers
 
@@ -106,7 +106,7 @@ class SelectionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
         sampler = GroupSampler(self.groups, self.num_samples, self.seed, rank, start=self._consumed)
-        return DataLoader(WindowDataset(self.stores[self.groups.store]), batch_size=self.batch_size,
+        return DataLoader(WindowDataset(self.train_store), batch_size=self.batch_size,
                           sampler=sampler, num_workers=self.num_workers, drop_last=True)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -77,7 +77,7 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, groups: G
         L.seed_everything(cfg.train.seed, workers=True, verbose=False)
         gpt_config = GPTConfig.from_name(cfg.model.size, block_size=cfg.corpus.window_length, dropout=cfg.model.dropout)
         module = GPTModule(GPT(gpt_config), cfg.train)
-        data = SelectionDataModule(prepared.stores, groups, batch_size=cfg.train.batch_size, max_steps=cfg.train.max_steps,
+        data = SelectionDataModule(prepared.stores[groups.store], groups, batch_size=cfg.train.batch_size, max_steps=cfg.train.max_steps,
                                    seed=cfg.train.seed, val_store=prepared.stores["validation"],
                                    val_batch_size=cfg.eval.batch_size, val_windows=cfg.eval.max_windows,
                                    num_workers=cfg.train.num_workers)

@@ -121,6 +121,7 @@ class StudyRunner:
         self.experiment = experiment_id(self.client, first.tracking.experiment, self.results_dir)
         self.study_hash = stable_hash([to_dict(p.config) for p in self.points])
         self.cache = StageCache(self.results_dir / "cache")
+        self.provenance = {f"provenance.{k}": v for k, v in provenance().items()}  # once: it runs git
 
     def parent_tags(self) -> dict[str, str]:
         return {"crisp.kind": "study", "crisp.study": self.study.name, "crisp.scale": self.scale, "crisp.study_hash": self.study_hash}
@@ -129,7 +130,7 @@ class StudyRunner:
         found = find_run(self.client, self.experiment, self.parent_tags())
         if found is not None or not create:
             return found
-        tags = dict(self.parent_tags(), **{f"provenance.{k}": v for k, v in provenance().items()})
+        tags = dict(self.parent_tags(), **self.provenance)
         run = self.client.create_run(self.experiment, run_name=f"{self.study.name} [{self.scale}]", tags=tags)
         self.client.log_param(run.info.run_id, "points", len(self.points))
         return run
@@ -149,7 +150,7 @@ class StudyRunner:
 
     def run(self) -> list[dict]:
         from lightning.pytorch.loggers import MLFlowLogger
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         from crisp_pl.pipeline import run_point
 
@@ -182,19 +183,16 @@ class StudyRunner:
                 self.client.set_terminated(run_id, "FAILED")
                 self.client.set_terminated(parent_id, "FAILED")
                 raise
-            self._log_result(run_id, point, result, Metric)
+            self._log_result(run_id, point, result, Metric, RunTag)
             done.append({"point": point.name, "run_id": run_id, "skipped": False, **result.metrics})
         self.client.set_terminated(parent_id, "FINISHED")
         return done
 
-    def _log_result(self, run_id: str, point: Point, result, Metric) -> None:
+    def _log_result(self, run_id: str, point: Point, result, Metric, RunTag) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
-        self.client.log_batch(run_id, metrics=metrics)
-        for stage, key in result.keys.items():
-            self.client.set_tag(run_id, f"crisp.cache.{stage}", key)
-        for k, v in provenance().items():
-            self.client.set_tag(run_id, f"provenance.{k}", v)
+        tags = {f"crisp.cache.{stage}": key for stage, key in result.keys.items()} | self.provenance
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_text(run_id, yaml.safe_dump(to_dict(point.config), sort_keys=False), "config.yaml")
         if result.histogram is not None:
             self.client.log_text(run_id, result.histogram.table().to_csv(index=False), "histogram.csv")

@@ -82,7 +82,7 @@ class Recorder(L.LightningModule):
 def fit(tmp_path, steps, ckpt=None):
     store = ArrayStore(np.arange(200)[:, None].repeat(4, 1))  # window i holds tokens [i, i, i, i]
     groups = groups_of(np.arange(200) % 10, np.linspace(1, 10, 10) / 55)
-    data = SelectionDataModule({"pool": store}, groups, batch_size=4, max_steps=10, seed=5)
+    data = SelectionDataModule(store, groups, batch_size=4, max_steps=10, seed=5)
     module = Recorder()
     trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=False, default_root_dir=tmp_path, enable_checkpointing=False)

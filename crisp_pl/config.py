@@ -128,18 +128,97 @@ class ClusterConfig:
             raise ConfigError(f"cluster.backend must be auto, faiss or torch, got {self.backend!r}")
 
 
+METHODS = ("uniform", "specialist", "crisp", "ced", "classifier", "doge", "dsir")
+
+
+@dataclass
+class AuxLMConfig:
+    """A small auxiliary GPT trained during selection (CED's two scorers, DoGE's proxy)."""
+
+    size: str = "micro"
+    """Named GPT shape (crisp_pl.model.gpt.SIZES)."""
+    steps: int = 100
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup_steps: int = 10
+    max_score_windows: int | None = None
+    """CED: score at most this many pool windows (a seeded subset; None: every window)."""
+
+
+@dataclass
+class ClassifierConfig:
+    """Logistic regression on SBERT embeddings, specialist (1) vs generalist (0) windows."""
+
+    steps: int = 300
+    """Full-batch optimizer steps (L-BFGS iterations)."""
+    l2: float = 1e-3
+    """L2 penalty on the weights."""
+    max_negatives: int = 20000
+    """Generalist windows sampled as negatives (balanced against positives by class weights)."""
+
+
+@dataclass
+class DogeConfig:
+    """DoGE (Fan et al., 2024): proxy-model domain reweighting over clusters of a coarse tree level."""
+
+    level: int = 0
+    """Tree level whose clusters are DoGE's domains (the paper uses 64 clusters)."""
+    step_size: float = 1.0
+    """Mirror-descent step of the domain weights (eta)."""
+    windows_per_domain: int = 1
+    """Windows drawn from each domain per proxy step to estimate its gradient."""
+    specialist_batch: int = 8
+    """Specialist train windows per proxy step for the target gradient."""
+
+
+@dataclass
+class DSIRConfig:
+    """DSIR (Xie et al., 2023) through the `data-selection` package: hashed n-gram importance resampling."""
+
+    num_buckets: int = 10000
+    """Hashed n-gram feature buckets (the package default)."""
+    ngrams: int = 2
+    num_proc: int = 2
+
+
 @dataclass
 class SelectionConfig:
     method: str = "crisp"
-    """`uniform` (generalist), `specialist` (specialist train windows only) or `crisp`."""
+    """One of METHODS: `uniform` (generalist), `specialist` (specialist train windows only), `crisp`,
+    `ced` (Moore-Lewis), `classifier`, `doge`, `dsir`."""
     smoothing: float = 0.0
-    """Additive (Laplace) smoothing of the specialist cluster counts."""
+    """CRISP: additive (Laplace) smoothing of the specialist cluster counts."""
+    keep_fraction: float = 0.025
+    """CED, classifier, DSIR: share of the pool kept (the paper's classifier keeps 2.5%)."""
+    aux_lm: AuxLMConfig = field(default_factory=AuxLMConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    doge: DogeConfig = field(default_factory=DogeConfig)
+    dsir: DSIRConfig = field(default_factory=DSIRConfig)
+    seed: int = 0
+    """Seed of the selection's own randomness (negatives, auxiliary models, resampling)."""
 
     def __post_init__(self):
-        if self.method not in ("uniform", "specialist", "crisp"):
-            raise ConfigError(f"selection.method must be uniform, specialist or crisp, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"selection.method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.smoothing < 0:
             raise ConfigError(f"selection.smoothing must be >= 0, got {self.smoothing}")
+        if not 0 < self.keep_fraction <= 1:
+            raise ConfigError(f"selection.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning a pretrained model on the specialist train windows (the paper's +FT rows)."""
+
+    enabled: bool = False
+    max_steps: int = 200
+    """Upper bound; early stopping on the specialist validation loss usually ends it sooner."""
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    val_every: int = 10
+    """Steps between validation passes (early stopping checks)."""
+    patience: int = 3
+    """Validation passes without improvement before stopping; the best checkpoint is kept."""
 
 
 @dataclass
@@ -200,6 +279,7 @@ class RunConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

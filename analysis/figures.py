@@ -1,8 +1,10 @@
 """Figures and tables of a study, read back from the MLflow store (never from the cache).
 
-For each study: a bar chart of the held-out specialist perplexity per point, the validation loss
-curves against training tokens, the CRISP histograms P(c|Ds) against P(c|Dg), and a markdown
-table; all under results/figures/STUDY-SCALE/. Metric names match MLflow's (`test/TASK/ppl`).
+For each study: per task, a bar chart of the held-out specialist perplexity per point (and of
+multiple-choice accuracy for MCQ tasks, with chance marked), the validation loss curves, the CRISP
+histograms P(c|Ds) against P(c|Dg), and a markdown table with every point's selection and
+training cost; all under results/figures/STUDY-SCALE/. Metric names match MLflow's
+(`test/TASK/ppl`, `test/arc_easy/acc`, `cost/selection_flops`).
 """
 
 from __future__ import annotations
@@ -25,30 +27,45 @@ def study_runs(runner) -> pd.DataFrame:
                           f"run it first (crisp study run {runner.study.name} --scale {runner.scale})")
     runs = runner.client.search_runs([runner.experiment], f"tags.`crisp.parent` = '{parent.info.run_id}' and attributes.status = 'FINISHED'")
     rows = [{"point": r.data.tags.get("crisp.point"), "method": r.data.tags.get("crisp.method"), "task": r.data.tags.get("crisp.task"),
-             "run_id": r.info.run_id, **r.data.metrics} for r in runs]
+             "variant": r.data.tags.get("crisp.variant", r.data.tags.get("crisp.method")), "run_id": r.info.run_id, **r.data.metrics}
+            for r in runs]
     order = {p.name: i for i, p in enumerate(runner.points)}
     return pd.DataFrame(rows).sort_values("point", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
 def short_label(point: str) -> str:
-    """`selection.method=crisp,train.lr=0.001` -> `crisp\n0.001`: the grid values, one per line."""
-    return "\n".join(part.split("=", 1)[-1] for part in point.split(","))
+    """`selection.method=crisp,train.lr=0.001` -> `crisp\n0.001`: the point's values, one per line (the task left out)."""
+    parts = [part for part in point.split(",") if not part.startswith("task=")]
+    return "\n".join(part.split("=", 1)[-1] for part in parts) or point
 
 
-def grid_keys(point: str) -> str:
-    return ", ".join(part.split("=", 1)[0] for part in point.split(","))
+CHANCE = {"arc_easy": 0.25, "arc_challenge": 0.25, "mmlu": 0.25, "sciq": 0.25}  # 4 choices each
 
 
-def ppl_bars(runs: pd.DataFrame, out: Path) -> Path:
-    task = runs["task"].iloc[0]
-    column = f"test/{task}/ppl"
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(runs), 3.6))
-    bars = ax.bar(runs["point"].map(short_label), runs[column], color="tab:blue")
-    ax.bar_label(bars, fmt="%.1f")
-    ax.margins(y=0.12)
-    ax.set_xlabel(grid_keys(runs["point"].iloc[0]))
-    ax.set_ylabel(f"{column} (lower is better)")
-    ax.set_title(f"held-out {task} perplexity")
+def metric_bars(runs: pd.DataFrame, out: Path) -> Path:
+    """Per task: test perplexity per point; for MCQ tasks also acc and acc_norm against chance."""
+    panels = []
+    for task, group in runs.groupby("task", sort=False):
+        panels.append((task, group, f"test/{task}/ppl", "perplexity (lower is better)"))
+        if f"test/{task}/acc" in group and group[f"test/{task}/acc"].notna().any():
+            panels.append((task, group, f"test/{task}/acc", "accuracy (higher is better)"))
+    width = 1.6 + 0.9 * max(len(g) for _, g, _, _ in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.2 * len(panels)), squeeze=False)
+    for ax, (task, group, column, ylabel) in zip(axes[:, 0], panels):
+        labels = group["point"].map(short_label)
+        if column.endswith("/acc"):
+            x = range(len(group))
+            ax.bar([i - 0.2 for i in x], group[column], width=0.4, label="acc")
+            ax.bar([i + 0.2 for i in x], group[f"test/{task}/acc_norm"], width=0.4, label="acc_norm")
+            ax.axhline(CHANCE.get(task, 0.25), color="gray", linestyle="--", label="chance")
+            ax.set_xticks(list(x), labels)
+            ax.legend(fontsize=8)
+        else:
+            ax.bar_label(ax.bar(labels, group[column], color="tab:blue"), fmt="%.1f", fontsize=8)
+        ax.margins(y=0.12)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{task}: {column}")
+        ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -56,15 +73,17 @@ def ppl_bars(runs: pd.DataFrame, out: Path) -> Path:
 
 
 def loss_curves(runner, runs: pd.DataFrame, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for _, row in runs.iterrows():
-        history = runner.client.get_metric_history(row["run_id"], "val/loss")
-        if history:
-            points = sorted({m.step: m.value for m in history}.items())  # a resumed run may log a step twice
-            ax.plot(*zip(*points), marker="o", label=short_label(row["point"]).replace("\n", ", "))
-    ax.set_xlabel("optimizer step (every point trains on the same tokens per step)")
-    ax.set_ylabel("val/loss (specialist validation)")
-    ax.legend(fontsize=8)
+    tasks = list(dict.fromkeys(runs["task"]))
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(6.5, 3.6 * len(tasks)), squeeze=False)
+    for ax, task in zip(axes[:, 0], tasks):
+        for _, row in runs[runs["task"] == task].iterrows():
+            history = runner.client.get_metric_history(row["run_id"], "val/loss")
+            if history:
+                points = sorted({m.step: m.value for m in history}.items())  # a resumed run may log a step twice
+                ax.plot(*zip(*points), marker="o", markersize=3, label=short_label(row["point"]).replace("\n", ", "))
+        ax.set_xlabel("optimizer step (pretraining and fine-tuning log on their own step counts)")
+        ax.set_ylabel(f"val/loss ({task} validation)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -94,12 +113,16 @@ def histograms(runner, runs: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def results_table(runs: pd.DataFrame, out: Path) -> Path:
-    task = runs["task"].iloc[0]
-    columns = {"point": "point", f"test/{task}/ppl": "test ppl", f"test/{task}/loss": "test loss", "train/final_tokens": "train tokens",
-               "train/final_flops": "train FLOPs", "data/unique_windows": "unique windows", "data/max_repeats": "max repeats",
-               "train/final_train_seconds": "train s"}
-    table = runs[[c for c in columns if c in runs]].rename(columns=columns)
-    out.write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
+    """One markdown table per task: quality, selection and training cost, data repetition."""
+    sections = []
+    for task, group in runs.groupby("task", sort=False):
+        columns = {"point": "point", f"test/{task}/ppl": "test ppl", f"test/{task}/acc": "acc", f"test/{task}/acc_norm": "acc_norm",
+                   f"test/{task}/n": "questions", "cost/selection_flops": "selection FLOPs", "cost/selection_hours": "selection h",
+                   "cost/train_flops": "train FLOPs", "cost/total_flops": "total FLOPs", "train/final_tokens": "train tokens",
+                   "data/unique_windows": "unique windows", "data/max_repeats": "max repeats"}
+        table = group[[c for c in columns if c in group and group[c].notna().any()]].rename(columns=columns)
+        sections.append(f"### {task}\n\n" + table.to_markdown(index=False, floatfmt=".4g"))
+    out.write_text("\n\n".join(sections) + "\n")
     return out
 
 
@@ -107,5 +130,6 @@ def draw_study(runner) -> list[Path]:
     runs = study_runs(runner)
     folder = runner.results_dir / "figures" / f"{runner.study.name}-{runner.scale}"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [ppl_bars(runs, folder / "ppl.png"), loss_curves(runner, runs, folder / "val_loss.png"), results_table(runs, folder / "results.md")]
+    paths = [metric_bars(runs, folder / "results.png"), loss_curves(runner, runs, folder / "val_loss.png"),
+             results_table(runs, folder / "results.md")]
     return paths + histograms(runner, runs, folder)

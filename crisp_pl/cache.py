@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,12 @@ class Stage:
     name: str
     key: str
     path: Path
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the build that finished this stage (its last attempt, when it was resumed)."""
+        record = self.path / "stage.json"
+        return float(json.loads(record.read_text())["seconds"]) if record.is_file() else 0.0
 
 
 class StageCache:
@@ -54,7 +61,9 @@ class StageCache:
         partial = final.with_name(key + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
         (partial / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True, default=str))
+        started = time.perf_counter()
         build(partial)
+        (partial / "stage.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
         os.replace(partial, final)
         return Stage(stage, key, final)
 

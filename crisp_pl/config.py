@@ -59,14 +59,24 @@ class CorpusConfig:
     """Tokens per window (the paper's 1024 GPT-2 tokens); windows do not overlap, EOS separates documents."""
     shard_windows: int = 65536
     """Windows per token memmap shard."""
+    holdout: list[str] = field(default_factory=list)
+    """Source names or domain labels kept out of the generalist pool whatever the task (every task's
+    documents, in a multi-task study): the pool, its embeddings and its tree are then shared by all tasks."""
 
 
 @dataclass
 class TaskConfig:
     name: str = "medical"
-    """Task name, used in metric names (`test/medical/ppl`)."""
+    """Task name, used in metric names (`test/medical/ppl`). A config layer may give a preset's name
+    instead of a mapping (`task: arc_easy`): configs/tasks/NAME.yaml is read in its place."""
     sources: list[str] = field(default_factory=lambda: ["medical"])
     """Source names or domain labels whose documents make up the specialist domain (e.g. `medical`, `encyclopedic_biology`)."""
+    extra_sources: list[SourceConfig] = field(default_factory=list)
+    """Sources read for this task only, beside the corpus (the MCQ sets); their documents never join the pool."""
+    split: str = "fractions"
+    """`fractions`: each document goes to train / validation / test by the fractions below (the rest of
+    the domain joins the pool). `halves`: exactly half of the domain's documents, at random, is the
+    test set and the other half the train set, of which `validation_fraction` is held out (the MCQ tasks)."""
     train_fraction: float = 0.1
     """Share of the domain's documents that form the specialist train set."""
     validation_fraction: float = 0.05
@@ -84,6 +94,8 @@ class TaskConfig:
             raise ConfigError(f"task {self.name!r}: train/validation/test fractions must be >= 0 and sum to <= 1, got {fractions}")
         if not self.sources:
             raise ConfigError(f"task {self.name!r}: `sources` is empty")
+        if self.split not in ("fractions", "halves"):
+            raise ConfigError(f"task {self.name!r}: split must be `fractions` or `halves`, got {self.split!r}")
 
 
 @dataclass
@@ -261,6 +273,8 @@ class EvalConfig:
     batch_size: int = 16
     max_windows: int | None = None
     """Evaluate on at most this many held-out windows (None: all)."""
+    max_questions: int | None = None
+    """MCQ tasks: score at most this many test-half questions through lm-eval (None: all)."""
 
 
 @dataclass
@@ -381,11 +395,32 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+TASKS_DIR = Path(__file__).resolve().parent.parent / "configs" / "tasks"
+
+
+def expand_task(layer: dict) -> dict:
+    """A layer's `task: NAME` replaced by the preset configs/tasks/NAME.yaml (its `task` mapping)."""
+    name = layer.get("task")
+    if not isinstance(name, str):
+        return layer
+    path = TASKS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(TASKS_DIR.glob("*.yaml")))
+        raise ConfigError(f"task: no preset {name!r} ({path} does not exist; presets: {known})")
+    preset = load_yaml(path)
+    if not isinstance(preset.get("task"), dict):
+        raise ConfigError(f"{path}: expected a `task` mapping")
+    return dict(layer, task=preset["task"])
+
+
 def build_run_config(*layers: dict, where: str = "") -> RunConfig:
-    """Merge dict layers left to right and validate them into a RunConfig."""
+    """Merge dict layers left to right (task presets expanded) and validate them into a RunConfig."""
     merged: dict = {}
-    for layer in layers:
-        merged = merge(merged, layer)
+    try:
+        for layer in layers:
+            merged = merge(merged, expand_task(layer))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
     try:
         return from_dict(RunConfig, merged)
     except ConfigError as error:

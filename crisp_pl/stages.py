@@ -1,6 +1,7 @@
 """The cached stages of the data path, from raw text to cluster labels.
 
-    corpus + task  -> windows      (pool / train / validation / test window stores)
+    corpus (+ task)  -> pool       (the generalist pool's window store)
+    corpus + task  -> task         (train / validation / test window stores)
     windows[split] -> embeddings   (SBERT, fp16 shards; resumable shard by shard)
     embeddings[pool] -> tree       (hierarchical k-means)
     tree + embeddings[split] -> labels   (cluster id per window at every level)
@@ -21,28 +22,52 @@ import numpy as np
 from crisp_pl.cache import Stage, StageCache
 from crisp_pl.config import RunConfig, to_dict
 
-SPLITS = ("pool", "train", "validation", "test")
+TASK_SPLITS = ("train", "validation", "test")
 
 
-def windows_stage(cache: StageCache, cfg: RunConfig) -> Stage:
+def _task_inputs(cfg: RunConfig) -> dict:
+    task = to_dict(cfg.task)
+    for key in ("name", "max_train_windows"):  # neither changes which document goes where
+        task.pop(key)
+    return task
+
+
+def pool_stage(cache: StageCache, cfg: RunConfig) -> Stage:
+    """The generalist pool's windows. When corpus.holdout covers the task's domain, the pool does not
+    depend on the task, and every task of a study shares it (and its embeddings and tree)."""
     from crisp_pl.corpus.tasks import load_corpus, split_task
     from crisp_pl.corpus.windows import build_windows
 
-    task = to_dict(cfg.task)
-    task.pop("max_train_windows")  # applied at selection time: changing it must not re-embed the pool
-    inputs = {"corpus": to_dict(cfg.corpus), "task": task, "tokenizer": "gpt2"}
+    inputs = {"corpus": to_dict(cfg.corpus), "tokenizer": "gpt2"}
+    if not set(cfg.task.sources) <= set(cfg.corpus.holdout):
+        inputs["task"] = _task_inputs(cfg)  # the part of the domain not held out joins the pool
 
     def build(out: Path) -> None:
-        splits = split_task(load_corpus(cfg.corpus), cfg.task)
+        pool = split_task(load_corpus(cfg.corpus), cfg.task, cfg.corpus.holdout)["pool"]
+        store = build_windows(pool, out / "pool", cfg.corpus.window_length, cfg.corpus.shard_windows)
+        (out / "splits.json").write_text(json.dumps({"pool": {"documents": len(pool), "windows": len(store)}}, indent=1))
+
+    return cache.run("pool", inputs, build)
+
+
+def task_stage(cache: StageCache, cfg: RunConfig) -> Stage:
+    """The specialist task's train / validation / test windows."""
+    from crisp_pl.corpus.tasks import load_task_documents, split_task
+    from crisp_pl.corpus.windows import build_windows
+
+    inputs = {"corpus": to_dict(cfg.corpus), "task": _task_inputs(cfg), "tokenizer": "gpt2"}
+
+    def build(out: Path) -> None:
+        splits = split_task(load_task_documents(cfg.corpus, cfg.task), cfg.task, cfg.corpus.holdout)
         summary = {}
-        for name in SPLITS:
+        for name in TASK_SPLITS:
             if name == "validation" and not splits[name]:
-                continue  # validation is optional (validation_fraction 0); every other split is required
+                continue  # validation is optional (validation_fraction 0); train and test are required
             store = build_windows(splits[name], out / name, cfg.corpus.window_length, cfg.corpus.shard_windows)
             summary[name] = {"documents": len(splits[name]), "windows": len(store)}
         (out / "splits.json").write_text(json.dumps(summary, indent=1))
 
-    return cache.run("windows", inputs, build)
+    return cache.run("task", inputs, build)
 
 
 def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: Stage, split: str) -> Stage:
@@ -89,28 +114,39 @@ def labels_stage(cache: StageCache, tree: Stage, embeddings: Stage) -> Stage:
 class Prepared:
     """What a training run needs from the data path, with the keys that produced it."""
 
-    windows: Stage
+    pool: Stage
+    task: Stage
     stores: dict
     keys: dict[str, str] = field(default_factory=dict)
+    embeddings: dict[str, Stage] = field(default_factory=dict)  # split -> stage (pool, train)
+    tree: Stage | None = None
+    label_stages: tuple = ()  # (pool, train) label stages
     pool_labels: np.ndarray | None = None  # (n_pool, levels)
     train_labels: np.ndarray | None = None  # (n_train, levels)
 
+    @property
+    def data_stages(self) -> list[Stage]:
+        """The embedding, tree and label stages this preparation ran (their cost is selection cost)."""
+        return [s for s in (*self.embeddings.values(), self.tree, *self.label_stages) if s is not None]
 
-def prepare(cache: StageCache, cfg: RunConfig, need_clusters: bool) -> Prepared:
-    """Run (or reuse) every data stage a method needs; embeddings only when it clusters."""
+
+def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, need_clusters: bool = False) -> Prepared:
+    """Run (or reuse) every data stage a method needs: embeddings and the tree only when it uses them."""
     from crisp_pl.corpus.windows import WindowStore
 
-    windows = windows_stage(cache, cfg)
-    stores = {split: WindowStore(windows.path / split) if (windows.path / split).is_dir() else None for split in SPLITS}
-    prepared = Prepared(windows, stores, {"windows": windows.key})
+    pool, task = pool_stage(cache, cfg), task_stage(cache, cfg)
+    stores = {"pool": WindowStore(pool.path / "pool")}
+    stores.update({split: WindowStore(task.path / split) if (task.path / split).is_dir() else None for split in TASK_SPLITS})
+    prepared = Prepared(pool, task, stores, {"pool": pool.key, "task": task.key})
+    if need_embeddings or need_clusters:
+        prepared.embeddings = {"pool": embeddings_stage(cache, cfg, pool, "pool"), "train": embeddings_stage(cache, cfg, task, "train")}
+        prepared.keys.update(pool_embeddings=prepared.embeddings["pool"].key, train_embeddings=prepared.embeddings["train"].key)
     if need_clusters:
-        pool_emb = embeddings_stage(cache, cfg, windows, "pool")
-        train_emb = embeddings_stage(cache, cfg, windows, "train")
-        tree = tree_stage(cache, cfg, pool_emb)
-        pool_labels = labels_stage(cache, tree, pool_emb)
-        train_labels = labels_stage(cache, tree, train_emb)
-        prepared.keys.update(pool_embeddings=pool_emb.key, train_embeddings=train_emb.key, tree=tree.key,
-                             pool_labels=pool_labels.key, train_labels=train_labels.key)
+        tree = tree_stage(cache, cfg, prepared.embeddings["pool"])
+        pool_labels = labels_stage(cache, tree, prepared.embeddings["pool"])
+        train_labels = labels_stage(cache, tree, prepared.embeddings["train"])
+        prepared.keys.update(tree=tree.key, pool_labels=pool_labels.key, train_labels=train_labels.key)
+        prepared.tree, prepared.label_stages = tree, (pool_labels, train_labels)
         prepared.pool_labels = np.load(pool_labels.path / "labels.npy")
         prepared.train_labels = np.load(train_labels.path / "labels.npy")
     return prepared

@@ -7,10 +7,13 @@ A study file (studies/NAME.yaml) holds:
     include: [corpora/builtin.yaml]      # config pieces from configs/, applied first
     config: {...}                         # the study's own settings
     scales: {tiny: {...}, small: {...}}  # per-scale settings of this study (optional)
-    grid: {selection.method: [uniform, crisp, specialist]}   # dotted key -> values
+    variants: {crisp+ft: {selection.method: crisp, finetune.enabled: true}, ...}   # named override sets (optional)
+    grid: {task: [medical, arc_easy]}    # dotted key -> values
 
-A point's config is, in order: RunConfig defaults <- configs/scales/SCALE.yaml <- includes <-
-config <- scales[SCALE] <- grid point <- `--set` overrides. Rerunning a study finds its parent
+Points are every variant crossed with every combination of grid values, named like
+`crisp+ft,task=medical`. A point's config is, in order: RunConfig defaults <-
+configs/scales/SCALE.yaml <- includes <- config <- scales[SCALE] <- variant <- grid point <-
+`--set` overrides. A `task: NAME` value anywhere reads the preset configs/tasks/NAME.yaml. Rerunning a study finds its parent
 run by (study, scale, hash of every point's config), skips finished points and resumes the rest.
 """
 
@@ -24,13 +27,13 @@ from pathlib import Path
 import yaml
 
 from crisp_pl.cache import StageCache
-from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, parse_set, stable_hash, to_dict
+from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, parse_set, stable_hash, to_dict
 from crisp_pl.tracking import experiment_id, find_run, provenance, tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
 CONFIGS_DIR = ROOT / "configs"
-STUDY_KEYS = {"name", "description", "include", "config", "scales", "grid"}
+STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid"}
 
 
 @dataclass
@@ -40,15 +43,17 @@ class Study:
     include: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     scales: dict = field(default_factory=dict)
+    variants: dict[str, dict] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
     path: Path | None = None
 
 
 @dataclass
 class Point:
-    name: str  # e.g. "selection.method=crisp"
+    name: str  # e.g. "selection.method=crisp" or "crisp+ft,task=medical"
     overrides: dict
     config: RunConfig
+    variant: str = ""
 
 
 def load_study(name_or_path: str) -> Study:
@@ -68,6 +73,9 @@ def load_study(name_or_path: str) -> Study:
     for key, values in data.get("grid", {}).items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.{key} must be a non-empty list")
+    for name, overrides in data.get("variants", {}).items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{path}: variants.{name} must be a mapping of dotted keys to values")
     return Study(**data, path=path)
 
 
@@ -85,13 +93,18 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None) -> 
     layers += [study.config, study.scales.get(scale, {})]
     keys = list(study.grid)
     out = []
-    for values in itertools.product(*(study.grid[k] for k in keys)) if keys else [()]:
-        assignment = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in zip(keys, values)]
-        name = ",".join(assignment) or "default"
-        overrides = parse_set(assignment)
-        config = build_run_config(*layers, overrides, parse_set(sets or []), where=f"{study.path} point {name}")
-        out.append(Point(name, overrides, config))
+    for variant, variant_overrides in (study.variants or {"": {}}).items():
+        for values in itertools.product(*(study.grid[k] for k in keys)) if keys else [()]:
+            assignment = [f"{k}={_yaml_value(v)}" for k, v in zip(keys, values)]
+            name = ",".join(([variant] if variant else []) + assignment) or "default"
+            overrides = merge(parse_set([f"{k}={_yaml_value(v)}" for k, v in variant_overrides.items()]), parse_set(assignment))
+            config = build_run_config(*layers, overrides, parse_set(sets or []), where=f"{study.path} point {name}")
+            out.append(Point(name, overrides, config, variant))
     return out
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -168,6 +181,7 @@ class StudyRunner:
             if existing is None:
                 tags = {"crisp.kind": "point", "crisp.study": self.study.name, "crisp.scale": self.scale, "crisp.parent": parent_id,
                         "crisp.point": point.name, "crisp.method": point.config.selection.method, "crisp.task": point.config.task.name,
+                        "crisp.variant": point.variant or point.config.selection.method,
                         "mlflow.parentRunId": parent_id, "crisp.config_hash": stable_hash(to_dict(point.config))}
                 run_id = self.client.create_run(self.experiment, run_name=point.name, tags=tags).info.run_id
                 params = [Param(k, v) for k, v in _flatten(to_dict(point.config)).items()]
@@ -177,8 +191,8 @@ class StudyRunner:
                 run_id = existing.info.run_id
                 self.client.update_run(run_id, "RUNNING")
             try:
-                logger = MLFlowLogger(tracking_uri=self.uri, run_id=run_id)
-                result = run_point(point.config, self.cache, logger)
+                result = run_point(point.config, self.cache,
+                                   lambda prefix: MLFlowLogger(tracking_uri=self.uri, run_id=run_id, prefix=prefix))
             except BaseException:
                 self.client.set_terminated(run_id, "FAILED")
                 self.client.set_terminated(parent_id, "FAILED")
@@ -192,8 +206,10 @@ class StudyRunner:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
         tags = {f"crisp.cache.{stage}": key for stage, key in result.keys.items()} | self.provenance
+        tags["crisp.checkpoint"] = str(result.artifacts.get("checkpoint", ""))
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_text(run_id, yaml.safe_dump(to_dict(point.config), sort_keys=False), "config.yaml")
-        if result.histogram is not None:
-            self.client.log_text(run_id, result.histogram.table().to_csv(index=False), "histogram.csv")
+        for name, path in result.artifacts.items():
+            if name != "checkpoint":  # checkpoints stay in the cache; the tag says where
+                self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, "FINISHED")

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crisp_pl.config import CorpusConfig, SourceConfig, TaskConfig
-from crisp_pl.corpus.builtin import BUILTIN_SOURCES, DEFAULT_SOURCES
+from crisp_pl.corpus.builtin import BUILTIN_SOURCES, DEFAULT_SOURCES, MCQ_SOURCES
 from crisp_pl.corpus.documents import CorpusError, Document
 from crisp_pl.corpus.readers import read_source
 from crisp_pl.corpus.tasks import load_corpus, split_task
@@ -296,6 +296,28 @@ def test_split_task_matches_domain_labels_and_errors():
         split_task(docs[:3], TaskConfig(name="t", sources=["med"], train_fraction=0.01))
 
 
+def test_split_task_halves_are_exact_and_seeded():
+    docs = synthetic_docs(301)  # 101 "med" documents
+    task = TaskConfig(name="mcq", sources=["med"], split="halves", validation_fraction=0.1)
+    splits = split_task(docs, task)
+    assert len(splits["test"]) == 50 and len(splits["train"]) + len(splits["validation"]) == 51
+    assert 1 <= len(splits["validation"]) <= 12
+    assert all(d.source == "web" for d in splits["pool"])  # halves leave none of the domain in the pool
+    other = split_task(docs, TaskConfig(**{**task.__dict__, "seed": 3}))
+    assert {d.doc_id for d in other["test"]} != {d.doc_id for d in splits["test"]} and len(other["test"]) == 50
+
+
+def test_split_task_holdout_keeps_other_domains_out_of_the_pool():
+    docs = synthetic_docs(300) + [doc(f"code {i}", i, "code", "c") for i in range(20)]
+    task = TaskConfig(name="med", sources=["med"], train_fraction=0.3, test_fraction=0.3)
+    splits = split_task(docs, task, holdout=["c", "med"])
+    assert {d.source for d in splits["pool"]} == {"web"}  # held-out code and the rest of med are dropped
+    web = split_task(docs, TaskConfig(name="web", sources=["web"]), holdout=["c", "med"])
+    assert {d.source for d in web["pool"]} == {"web"}  # only the part of the web domain the task does not use
+    extra = TaskConfig(name="med", sources=["med"], extra_sources=[SourceConfig(name="code")], train_fraction=0.5)
+    assert all(d.source != "code" for d in split_task(docs, extra)["pool"])  # a task's own extra source never joins the pool
+
+
 def test_load_corpus_caps_and_duplicate_ids(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x" * 50} for _ in range(6)])
     (tmp_path / "b").mkdir()
@@ -314,7 +336,8 @@ def test_load_corpus_caps_and_duplicate_ids(tmp_path):
 # --- builtin sources ----------------------------------------------------------------------------
 
 BUILTIN_DOMAINS = {"python_stdlib": {"code"}, "wiki": {"encyclopedic", "encyclopedic_biology"}, "bbc_news": {"news"},
-                   "shakespeare": {"drama"}, "medical": {"medical"}, "passages": {"mixed"}, "qasper": {"science"}}
+                   "shakespeare": {"drama"}, "medical": {"medical"}, "passages": {"mixed"}, "qasper": {"science"},
+                   "python_docs": {"python_docs", "programming_qa"}, **{name: {name} for name in MCQ_SOURCES}}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_SOURCES))
@@ -338,6 +361,15 @@ def test_builtin_domain_override_and_wiki_biology():
     assert len(biology) == 1358
 
 
+def test_python_docs_faq_sections_are_questions_with_answers():
+    qa = [d for d in BUILTIN_SOURCES["python_docs"]() if d.domain == "programming_qa"]
+    assert len(qa) > 400
+    debugger = next(d for d in qa if d.text.startswith("Is there a source code level debugger"))
+    title, body = debugger.text.split("\n\n", 1)
+    assert title.endswith("?") and body.startswith("Yes.") and "pdb" in body
+    assert not any(d.text.lstrip().startswith(("===", "---")) for d in qa)  # no title rules left over
+
+
 def test_default_sources_cover_every_builtin():
-    assert [s.name for s in DEFAULT_SOURCES] == list(BUILTIN_SOURCES)
+    assert [s.name for s in DEFAULT_SOURCES] == [name for name in BUILTIN_SOURCES if name not in MCQ_SOURCES]
     assert all(s.kind == "builtin" for s in DEFAULT_SOURCES)

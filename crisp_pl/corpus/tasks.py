@@ -1,10 +1,16 @@
 """The corpus as a whole (`load_corpus`) and its split into a specialist task and the generalist pool.
 
 `split_task` gives each specialist document a number u in [0, 1) from a hash of (task seed,
-doc_id) and files it under train if u < train_fraction, else validation, else test, by the
-fractions; the rest of the domain joins the generalist pool with every other source. Because a
-document's split depends only on its own id, capping or growing the corpus never moves a
-document from one split to another.
+doc_id). With `split: fractions` it files the document under train if u < train_fraction, else
+validation, else test; the rest of the domain joins the generalist pool with every other source.
+Because a document's split depends only on its own id, capping or growing the corpus never moves
+a document from one split to another. With `split: halves` (the MCQ tasks, as in the paper) the
+half of the domain with the smallest u is the test set and the other half the train set, of
+which a `validation_fraction` share (by a second hash) is held out for validation.
+
+Documents whose source or domain is in `holdout` (corpus.holdout, plus the task's own extra
+sources) never join the pool: in a multi-task study every task's documents are held out, so all
+tasks share one pool, and its embeddings and tree are computed once.
 
 A name in `task.sources` matches a document's source or its domain label, so the medical task
 can take the `wiki` source's `encyclopedic_biology` leads without the rest of the wiki:
@@ -14,6 +20,7 @@ can take the `wiki` source's `encyclopedic_biology` leads without the rest of th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 import time
@@ -48,25 +55,45 @@ def load_corpus(corpus: CorpusConfig, progress: bool = True) -> list[Document]:
     return docs
 
 
-def split_task(docs: list[Document], task: TaskConfig) -> dict[str, list[Document]]:
+def load_task_documents(corpus: CorpusConfig, task: TaskConfig, progress: bool = True) -> list[Document]:
+    """The corpus plus the task's own extra sources (read like corpus sources, with the corpus caps)."""
+    extra = dataclasses.replace(corpus, sources=task.extra_sources)
+    return load_corpus(corpus, progress) + (load_corpus(extra, progress) if task.extra_sources else [])
+
+
+def split_task(docs: list[Document], task: TaskConfig, holdout: list[str] = ()) -> dict[str, list[Document]]:
     """{"pool", "train", "validation", "test"} -> documents; disjoint, each in input order."""
     wanted = set(task.sources)
+    held = set(holdout) | {s.name for s in task.extra_sources}
+    splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    matched = [doc for doc in docs if doc.source in wanted or doc.domain in wanted]
+    chosen = (_halves if task.split == "halves" else _fractions)(matched, task)
+    for doc in docs:
+        name = chosen.get(doc.doc_id, "pool")
+        if name != "pool" or (doc.source not in held and doc.domain not in held):
+            splits[name].append(doc)
+    _check(splits, task, len(matched), docs)
+    return splits
+
+
+def _fractions(docs: list[Document], task: TaskConfig) -> dict[str, str]:
     cut_train = task.train_fraction
     cut_validation = cut_train + task.validation_fraction
     cut_test = cut_validation + task.test_fraction
-    splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
-    matched = 0
+    out = {}
     for doc in docs:
-        if doc.source not in wanted and doc.domain not in wanted:
-            splits["pool"].append(doc)
-            continue
-        matched += 1
         u = _unit_hash(task.seed, doc.doc_id)
-        name = ("train" if u < cut_train else "validation" if u < cut_validation
-                else "test" if u < cut_test else "pool")
-        splits[name].append(doc)
-    _check(splits, task, matched, docs)
-    return splits
+        out[doc.doc_id] = ("train" if u < cut_train else "validation" if u < cut_validation
+                           else "test" if u < cut_test else "pool")
+    return out
+
+
+def _halves(docs: list[Document], task: TaskConfig) -> dict[str, str]:
+    ranked = sorted(docs, key=lambda d: _unit_hash(task.seed, d.doc_id))
+    out = {d.doc_id: "test" for d in ranked[: len(ranked) // 2]}
+    for doc in ranked[len(ranked) // 2:]:
+        out[doc.doc_id] = "validation" if _unit_hash(task.seed + 1, doc.doc_id) < task.validation_fraction else "train"
+    return out
 
 
 def _unit_hash(seed: int, doc_id: str) -> float:

@@ -211,12 +211,34 @@ class WindowStore:
         tokens[tokens == EOS_ID] = encoding.encode_single_token("\n\n")
         return encoding.decode_batch(tokens.tolist(), errors="replace")
 
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "WindowSubset":
+        """A view of some of these windows with the same read API (e.g. a capped specialist set)."""
+        return WindowSubset(self, np.asarray(indices, dtype=np.int64))
+
     @property
     def doc_table(self):
         """pandas DataFrame of the documents: doc_id, source, domain, n_tokens."""
         if self._doc_table is None:
             self._doc_table = pq.read_table(self.path / "docs.parquet").to_pandas()
         return self._doc_table
+
+
+class WindowSubset:
+    """Windows `indices` of a WindowStore, renumbered 0..k-1: tokens, texts and per-window labels."""
+
+    def __init__(self, store: WindowStore, indices: np.ndarray):
+        self.store, self.indices = store, indices
+        self.window_length = store.window_length
+        self.docs, self.sources, self.domains = store.docs[indices], store.sources[indices], store.domains[indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def tokens(self, indices) -> np.ndarray:
+        return self.store.tokens(self.indices[np.asarray(indices, dtype=np.int64)])
+
+    def texts(self, indices) -> list[str]:
+        return self.store.texts(self.indices[np.asarray(indices, dtype=np.int64)])
 
 
 def _strings(column: pa.ChunkedArray) -> np.ndarray:

@@ -1,0 +1,126 @@
+"""Cross-entropy difference (CED) filter: Moore & Lewis (2010), the CRISP paper's CED baseline.
+
+Two small GPTs are trained: a specialist LM on the specialist train windows and a generalist LM on
+windows drawn uniformly from the pool. A pool window x is scored by
+
+    score(x) = H_generalist(x) - H_specialist(x)        (mean token NLL, nats)
+
+which is the per-token log-likelihood ratio log P_s(x) / P_g(x): high when the specialist LM
+explains x better than the generalist one. The top `keep_fraction` of the scored windows are kept
+and training draws uniformly from them. With `aux_lm.max_score_windows` only a seeded subset of the
+pool is scored (scoring is a forward pass of two LMs over every window) and the selection comes
+from that subset alone.
+
+The two LMs are trained with the project's own Trainer path (GPTModule + SelectionDataModule), on
+one device, with no logger and no checkpoints; `work_dir` is the Trainer's root folder.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from crisp_pl.config import AuxLMConfig, TrainConfig
+from crisp_pl.selection.filtering import filter_groups, kept_count, top_k
+from crisp_pl.selection.groups import Groups
+
+
+def ced_groups(pool_store, specialist_store, cfg: AuxLMConfig, keep_fraction: float, seed: int, work_dir: Path,
+               validation_store=None) -> tuple[Groups, np.ndarray]:
+    """Keep the top `keep_fraction` of the scored pool windows by cross-entropy difference.
+
+    Returns the one-group selection and (N,) float32 scores, NaN for windows left unscored by
+    `max_score_windows`. With a `validation_store`, both LMs' mean loss on it is logged as a check
+    that the specialist LM did specialize (not counted in aux_flops / aux_seconds).
+    """
+    started = time.perf_counter()
+    n_pool, n_spec = len(pool_store), len(specialist_store)
+    if n_spec == 0:
+        raise ValueError("CED needs specialist train windows to train the specialist LM; the specialist set is empty")
+    if pool_store.window_length != specialist_store.window_length:
+        raise ValueError(f"pool windows have {pool_store.window_length} tokens, "
+                         f"specialist windows {specialist_store.window_length}")
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError(f"aux_lm.steps and aux_lm.batch_size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
+    candidates = np.arange(n_pool)
+    if cfg.max_score_windows is not None:
+        if cfg.max_score_windows < 1:
+            raise ValueError(f"aux_lm.max_score_windows must be >= 1 or None, got {cfg.max_score_windows}")
+        if cfg.max_score_windows < n_pool:
+            candidates = np.sort(np.random.default_rng([seed, 2]).choice(n_pool, cfg.max_score_windows, replace=False))
+    k = kept_count(keep_fraction, len(candidates))
+    work_dir = Path(work_dir)
+
+    specialist_lm, specialist_flops = train_aux_lm(specialist_store, Groups.single("train", n_spec), cfg,
+                                                   _child_seed(seed, 0), work_dir / "specialist_lm")
+    generalist_lm, generalist_flops = train_aux_lm(pool_store, Groups.single("pool", n_pool), cfg,
+                                                   _child_seed(seed, 1), work_dir / "generalist_lm")
+    generalist_loss, specialist_loss = window_losses([generalist_lm, specialist_lm], pool_store, candidates,
+                                                     cfg.batch_size, desc="ced scores")
+    scores = np.full(n_pool, np.nan, dtype=np.float32)
+    scores[candidates] = generalist_loss - specialist_loss
+    selected = top_k(scores, candidates, k)
+
+    # Scoring is a forward pass, a third of the training FLOPs per token (GPT.flops_per_token).
+    predicted = len(candidates) * (pool_store.window_length - 1)
+    forward = sum(lm.flops_per_token(pool_store.window_length - 1) / 3 for lm in (specialist_lm, generalist_lm))
+    info = {"kept_windows": k, "keep_fraction": k / len(candidates), "scored_windows": len(candidates),
+            "aux_flops": specialist_flops + generalist_flops + forward * predicted,
+            "aux_seconds": time.perf_counter() - started,
+            "score_mean_kept": float(scores[selected].mean()), "score_mean_scored": float(scores[candidates].mean())}
+    if validation_store is not None and len(validation_store):
+        val = np.arange(len(validation_store))
+        general_val, special_val = window_losses([generalist_lm, specialist_lm], validation_store, val, cfg.batch_size,
+                                                 desc="ced validation")
+        info.update(specialist_lm_val_loss=float(special_val.mean()), generalist_lm_val_loss=float(general_val.mean()))
+    return filter_groups(selected, info), scores
+
+
+def train_aux_lm(store, groups: Groups, cfg: AuxLMConfig, seed: int, root: Path):
+    """A GPT of shape `cfg.size` trained `cfg.steps` steps on windows drawn from `groups` of `store`.
+
+    Returns the plain GPT (eval mode) and its training FLOPs.
+    """
+    import lightning as L
+
+    from crisp_pl.data import SelectionDataModule
+    from crisp_pl.model.gpt import GPT, GPTConfig
+    from crisp_pl.model.module import GPTModule, trainer_kwargs
+
+    # One device: an auxiliary model this small gains nothing from DDP, and selection runs in one process.
+    train = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                        devices=1, seed=seed)
+    L.seed_everything(seed, workers=True, verbose=False)  # the GPT's initialization
+    module = GPTModule(GPT(GPTConfig.from_name(cfg.size, block_size=store.window_length)), train)
+    data = SelectionDataModule(store, groups, batch_size=cfg.batch_size, max_steps=cfg.steps, seed=seed)
+    trainer = L.Trainer(**trainer_kwargs(train), logger=False, enable_checkpointing=False, enable_progress_bar=True,
+                        enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0,
+                        default_root_dir=root)
+    trainer.fit(module, datamodule=data)
+    return module.gpt.eval(), module.flops_seen
+
+
+@torch.no_grad()
+def window_losses(lms: list, store, indices: np.ndarray, batch_size: int, desc: str = "scores") -> list[np.ndarray]:
+    """Mean token NLL of each window `indices` of `store` under each LM: one (n,) float64 array per LM."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lms = [lm.to(device).eval() for lm in lms]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    out = [np.empty(len(indices)) for _ in lms]
+    for start in tqdm(range(0, len(indices), batch_size), desc=desc, unit="batch"):
+        rows = indices[start:start + batch_size]
+        tokens = torch.from_numpy(np.asarray(store.tokens(rows), dtype=np.int64)).to(device)  # (B, L)
+        for lm, losses in zip(lms, out, strict=True):
+            with autocast:
+                nll = lm.token_losses(tokens[:, :-1], tokens[:, 1:])  # (B, L - 1)
+            losses[start:start + len(rows)] = nll.double().mean(dim=1).cpu().numpy()
+    return out
+
+
+def _child_seed(seed: int, role: int) -> int:
+    """A distinct 32-bit seed per auxiliary LM, derived from the selection seed."""
+    return int(np.random.SeedSequence([seed, role]).generate_state(1)[0])

@@ -176,11 +176,13 @@ class DogeConfig:
     level: int = 0
     """Tree level whose clusters are DoGE's domains (the paper uses 64 clusters)."""
     step_size: float = 1.0
-    """Mirror-descent step of the domain weights (eta)."""
+    """Mirror-descent step of the domain weights: the largest change of a log-weight per proxy step at
+    peak lr (scores are cosines between each domain's gradient and the specialist gradient)."""
     windows_per_domain: int = 1
     """Windows drawn from each domain per proxy step to estimate its gradient."""
     specialist_batch: int = 8
-    """Specialist train windows per proxy step for the target gradient."""
+    """Specialist train windows per proxy step for the target gradient (DoGE's batch is domains x
+    windows_per_domain + specialist_batch; `aux_lm.batch_size` does not apply)."""
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Selection methods: each turns the pool (and the specialist set) into weighted groups of windows.
 
-    uniform     one group: the whole generalist pool (generalist pretraining)
-    specialist  one group: the specialist train windows (specialist-only training, with repetition)
-    crisp       one group per cluster, weighted by the specialist histogram P(c|Ds)
+`stage.py` dispatches on `selection.method` and caches the result; one module per method:
+crisp.py (clustered importance sampling), doge.py (proxy-model cluster reweighting), and the
+filters classifier.py, ced.py (Moore-Lewis) and dsir.py, which share filtering.py.
 """
 
 from crisp_pl.selection.crisp import Histogram, crisp_groups, histogram

@@ -5,6 +5,8 @@
     crisp study status NAME [--scale ...]
     crisp figures NAME [--scale ...]
     crisp ui [--port 5000]
+    crisp mcq-tasks DIR [--sets arc_easy mmlu ...] [--seed 0]
+    crisp lm-eval --model crisp --model_args checkpoint=PATH --tasks arc_easy_test_half --include_path DIR [lm-eval flags]
 """
 
 from __future__ import annotations
@@ -36,10 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="the MLflow comparison UI over the results store, on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--results-dir", default="results")
+    mcq = commands.add_parser("mcq-tasks", help="write lm-eval task YAMLs of the offline multiple-choice sets")
+    mcq.add_argument("folder", help="where the YAMLs and their jsonl data go (lm-eval's --include_path)")
+    mcq.add_argument("--sets", nargs="+", default=None, help="MCQ sets (default: all: arc_easy arc_challenge mmlu sciq)")
+    mcq.add_argument("--seed", type=int, default=0, help="seed of the train/test halves (a task's `task.seed`)")
+    commands.add_parser("lm-eval", add_help=False,
+                        help="lm-eval's own command line with the `crisp` model registered (every lm-eval flag works)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # lm-eval parses its own flags
+        from crisp_pl.evaluate.lm_eval_adapter import main as lm_eval_main
+
+        return lm_eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "study":
@@ -55,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "ui":
             return _ui(args)
+        if args.command == "mcq-tasks":
+            return _mcq_tasks(args)
     except ConfigError as error:
         print(f"crisp: config error: {error}", file=sys.stderr)
         return 2
@@ -88,6 +103,27 @@ def _study(args) -> int:
         print(f"{row['state']:8s} {row['point']}  {row['run_id']}")
     for stage, counts in runner.cache.status().items():
         print(f"cache {stage:12s} {counts['done']} done, {counts['partial']} partial")
+    return 0
+
+
+def _mcq_tasks(args) -> int:
+    """Each set whole (`SET_full`) and its test half (`SET_test_half`, the questions a task with this
+    seed holds out: the same split as `split: halves`)."""
+    from crisp_pl.config import TaskConfig
+    from crisp_pl.corpus.mcq import MCQ_SETS, load_questions, mcq_documents
+    from crisp_pl.corpus.tasks import split_task
+    from crisp_pl.evaluate.mcq import write_tasks
+
+    tasks = {}
+    for name in args.sets or MCQ_SETS:
+        questions = load_questions(name)
+        task = TaskConfig(name=name, sources=[name], split="halves", validation_fraction=0.1, seed=args.seed)
+        test_ids = {d.doc_id for d in split_task(list(mcq_documents(name)), task)["test"]}
+        tasks[f"{name}_full"] = questions
+        tasks[f"{name}_test_half"] = [q for q in questions if q.doc_id in test_ids]
+    for task in write_tasks(tasks, args.folder):
+        print(f"{task:28s} {len(tasks[task]):6d} questions")
+    print(f"use: crisp lm-eval --model crisp --model_args checkpoint=PATH --tasks TASK --include_path {args.folder}")
     return 0
 
 

@@ -33,17 +33,24 @@ def _task_inputs(cfg: RunConfig) -> dict:
 
 
 def pool_stage(cache: StageCache, cfg: RunConfig) -> Stage:
-    """The generalist pool's windows. When corpus.holdout covers the task's domain, the pool does not
-    depend on the task, and every task of a study shares it (and its embeddings and tree)."""
+    """The generalist pool's windows. When the task's domain is held out (corpus.holdout, or the task's
+    own extra sources), the pool does not depend on the task, and every task of a study shares it
+    (and its embeddings and tree)."""
     from crisp_pl.corpus.tasks import load_corpus, split_task
     from crisp_pl.corpus.windows import build_windows
 
+    held = set(cfg.corpus.holdout) | {s.name for s in cfg.task.extra_sources}
+    shared = set(cfg.task.sources) <= held
     inputs = {"corpus": to_dict(cfg.corpus), "tokenizer": "gpt2"}
-    if not set(cfg.task.sources) <= set(cfg.corpus.holdout):
-        inputs["task"] = _task_inputs(cfg)  # the part of the domain not held out joins the pool
+    if not shared:
+        inputs["task"] = _task_inputs(cfg)  # the part of the domain the task does not use joins the pool
 
     def build(out: Path) -> None:
-        pool = split_task(load_corpus(cfg.corpus), cfg.task, cfg.corpus.holdout)["pool"]
+        docs = load_corpus(cfg.corpus)
+        if shared:
+            pool = [d for d in docs if d.source not in held and d.domain not in held]
+        else:
+            pool = split_task(docs, cfg.task, cfg.corpus.holdout)["pool"]
         store = build_windows(pool, out / "pool", cfg.corpus.window_length, cfg.corpus.shard_windows)
         (out / "splits.json").write_text(json.dumps({"pool": {"documents": len(pool), "windows": len(store)}}, indent=1))
 

@@ -62,3 +62,23 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_mcq_tasks_writes_the_halves_a_study_holds_out(tmp_path, capsys):
+    from crisp_pl.config import build_run_config
+    from crisp_pl.corpus.tasks import load_task_documents, split_task
+
+    assert main(["mcq-tasks", str(tmp_path), "--sets", "arc_challenge"]) == 0
+    assert "arc_challenge_test_half" in capsys.readouterr().out
+    from lm_eval.tasks import TaskManager
+
+    assert {"arc_challenge_full", "arc_challenge_test_half"} <= set(TaskManager(include_path=str(tmp_path)).all_tasks)
+    written = [line for line in (tmp_path / "arc_challenge_test_half.jsonl").read_text().splitlines() if line]
+    cfg = build_run_config({"task": "arc_challenge", "corpus": {"sources": [{"name": "wiki", "max_docs": 5}], "max_docs_per_source": 10}})
+    test = split_task(load_task_documents(cfg.corpus, cfg.task, progress=False), cfg.task)["test"]
+    assert len(written) == len(test) == 1172 // 2  # the whole set, not capped by the corpus caps
+
+
+def test_lm_eval_command_hands_flags_to_lm_eval():
+    done = subprocess.run(CRISP + ["lm-eval", "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--include_path" in done.stdout + done.stderr

@@ -56,8 +56,9 @@ def load_corpus(corpus: CorpusConfig, progress: bool = True) -> list[Document]:
 
 
 def load_task_documents(corpus: CorpusConfig, task: TaskConfig, progress: bool = True) -> list[Document]:
-    """The corpus plus the task's own extra sources (read like corpus sources, with the corpus caps)."""
-    extra = dataclasses.replace(corpus, sources=task.extra_sources)
+    """The corpus plus the task's own extra sources: these are read whole (only their own `max_docs`
+    applies), since capping an MCQ set at the corpus caps would silently change its halves."""
+    extra = dataclasses.replace(corpus, sources=task.extra_sources, max_docs_per_source=None, max_chars_per_doc=None)
     return load_corpus(corpus, progress) + (load_corpus(extra, progress) if task.extra_sources else [])
 
 

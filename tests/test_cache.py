@@ -41,4 +41,5 @@ def test_failure_keeps_partial_work_for_the_next_attempt(tmp_path):
         (out / "shard-1").write_text("done")
 
     stage = cache.run("embed", {"k": 1}, resume)
-    assert seen == ["done"] and sorted(p.name for p in stage.path.iterdir()) == ["inputs.json", "shard-0", "shard-1"]
+    assert seen == ["done"] and sorted(p.name for p in stage.path.iterdir()) == ["inputs.json", "shard-0", "shard-1", "stage.json"]
+    assert stage.seconds >= 0.0 and (stage.path / "stage.json").is_file()  # the build's wall time, for cost accounting

@@ -167,18 +167,19 @@ def _mcq_accuracy(gpt, test, cfg: RunConfig, folder: Path) -> dict[str, float]:
 
 
 def selection_cost(cfg: RunConfig, prepared: Prepared, selection: Stage, info: dict) -> tuple[float, float]:
-    """(FLOPs, seconds) of the data stages the method used and of the selection itself."""
+    """(FLOPs, seconds) of the data stages the method uses and of the selection itself."""
     from crisp_pl.costs import embedding_flops, kmeans_flops
 
-    flops = float(info.get("aux_flops", 0.0))
-    if prepared.embeddings:
+    method = cfg.selection.method
+    flops, stages = float(info.get("aux_flops", 0.0)), [selection]
+    if method in NEEDS_EMBEDDINGS:
         chunks = 1.0 if cfg.embed.long_window == "truncate" else 5.0  # mean_chunks: ~5 chunks per 1024-token window
-        n = len(prepared.stores["pool"]) + len(prepared.stores["train"])
-        flops += embedding_flops(n, cfg.embed, chunks)
-    if prepared.tree is not None:
+        flops += embedding_flops(len(prepared.stores["pool"]) + len(prepared.stores["train"]), cfg.embed, chunks)
+        stages += prepared.embeddings.values()
+    if method in NEEDS_CLUSTERS:
         flops += kmeans_flops(len(prepared.stores["pool"]), cfg.cluster)
-    seconds = sum(stage.seconds for stage in prepared.data_stages) + selection.seconds
-    return flops, seconds
+        stages += [prepared.tree, *prepared.label_stages]
+    return flops, sum(stage.seconds for stage in stages)
 
 
 def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResult:

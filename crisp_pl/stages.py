@@ -131,11 +131,6 @@ class Prepared:
     pool_labels: np.ndarray | None = None  # (n_pool, levels)
     train_labels: np.ndarray | None = None  # (n_train, levels)
 
-    @property
-    def data_stages(self) -> list[Stage]:
-        """The embedding, tree and label stages this preparation ran (their cost is selection cost)."""
-        return [s for s in (*self.embeddings.values(), self.tree, *self.label_stages) if s is not None]
-
 
 def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, need_clusters: bool = False) -> Prepared:
     """Run (or reuse) every data stage a method needs: embeddings and the tree only when it uses them."""

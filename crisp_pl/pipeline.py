@@ -50,7 +50,7 @@ def _datamodule(cfg: RunConfig, prepared: Prepared, groups: Groups, train):
                                val_windows=cfg.eval.max_windows, num_workers=train.num_workers)
 
 
-def _record(out: Path, trainer, module, started: float) -> None:
+def _record(out: Path, trainer, module, started: float, **extra: float) -> None:
     (out / "train.json").write_text(json.dumps({
         "train_seconds": time.perf_counter() - started,  # of the last (possibly resumed) attempt
         "steps": trainer.global_step,
@@ -58,6 +58,7 @@ def _record(out: Path, trainer, module, started: float) -> None:
         "flops": module.flops_seen,
         "params": module.gpt.num_params(),
         "devices": trainer.world_size,
+        **extra,
     }, indent=1))
 
 
@@ -120,10 +121,7 @@ def finetune_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, pretra
         trainer.fit(module, datamodule=_datamodule(cfg, prepared, groups, train))
         os.replace(best.best_model_path, out / "final.ckpt")
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        _record(out, trainer, module, started)
-        record = json.loads((out / "train.json").read_text())
-        record["best_val_loss"] = float(best.best_model_score)
-        (out / "train.json").write_text(json.dumps(record, indent=1))
+        _record(out, trainer, module, started, best_val_loss=float(best.best_model_score))
 
     return cache.run("finetune", inputs, build)
 

@@ -373,3 +373,16 @@ def test_python_docs_faq_sections_are_questions_with_answers():
 def test_default_sources_cover_every_builtin():
     assert [s.name for s in DEFAULT_SOURCES] == [name for name in BUILTIN_SOURCES if name not in MCQ_SOURCES]
     assert all(s.kind == "builtin" for s in DEFAULT_SOURCES)
+
+
+def test_task_presets_resolve_and_the_multitask_set_mixes_its_tasks():
+    from crisp_pl.config import TASKS_DIR, build_run_config
+    from crisp_pl.corpus.tasks import load_task_documents
+
+    for preset in sorted(p.stem for p in TASKS_DIR.glob("*.yaml")):
+        assert build_run_config({"task": preset}).task.name == preset
+    sources = [{"name": n, "max_docs": 300} for n in ("medical", "python_docs", "bbc_news")] + [{"name": "wiki", "max_docs": 600}]
+    cfg = build_run_config({"task": "multitask", "corpus": {"sources": sources}})
+    splits = split_task(load_task_documents(cfg.corpus, cfg.task, progress=False), cfg.task)
+    assert {d.domain for d in splits["train"]} >= {"medical", "programming_qa", "arc_easy"}
+    assert {d.domain for d in splits["pool"]} >= {"news", "python_docs", "encyclopedic"} and "arc_easy" not in {d.source for d in splits["pool"]}

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from crisp_pl.config import AuxLMConfig, TrainConfig
 from crisp_pl.selection.filtering import filter_groups, kept_count, top_k
 from crisp_pl.selection.groups import Groups
+from crisp_pl.selection.seeds import child_seed
 
 
 def ced_groups(pool_store, specialist_store, cfg: AuxLMConfig, keep_fraction: float, seed: int, work_dir: Path,
@@ -56,9 +57,9 @@ def ced_groups(pool_store, specialist_store, cfg: AuxLMConfig, keep_fraction: fl
     work_dir = Path(work_dir)
 
     specialist_lm, specialist_flops = train_aux_lm(specialist_store, Groups.single("train", n_spec), cfg,
-                                                   _child_seed(seed, 0), work_dir / "specialist_lm")
+                                                   child_seed(seed, 0), work_dir / "specialist_lm")
     generalist_lm, generalist_flops = train_aux_lm(pool_store, Groups.single("pool", n_pool), cfg,
-                                                   _child_seed(seed, 1), work_dir / "generalist_lm")
+                                                   child_seed(seed, 1), work_dir / "generalist_lm")
     generalist_loss, specialist_loss = window_losses([generalist_lm, specialist_lm], pool_store, candidates,
                                                      cfg.batch_size, desc="ced scores")
     scores = np.full(n_pool, np.nan, dtype=np.float32)
@@ -119,8 +120,3 @@ def window_losses(lms: list, store, indices: np.ndarray, batch_size: int, desc: 
                 nll = lm.token_losses(tokens[:, :-1], tokens[:, 1:])  # (B, L - 1)
             losses[start:start + len(rows)] = nll.double().mean(dim=1).cpu().numpy()
     return out
-
-
-def _child_seed(seed: int, role: int) -> int:
-    """A distinct 32-bit seed per auxiliary LM, derived from the selection seed."""
-    return int(np.random.SeedSequence([seed, role]).generate_state(1)[0])

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from crisp_pl.config import AuxLMConfig, DogeConfig, TrainConfig
 from crisp_pl.selection.groups import Groups
+from crisp_pl.selection.seeds import child_seed
 
 
 def doge_groups(pool_store, pool_labels: np.ndarray, num_clusters: int, specialist_store, cfg: DogeConfig,
@@ -68,11 +69,11 @@ def doge_groups(pool_store, pool_labels: np.ndarray, num_clusters: int, speciali
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with torch.random.fork_rng(devices=[]):  # seeds the proxy's init without touching the global RNG
-        torch.manual_seed(_child_seed(seed, 0))
+        torch.manual_seed(child_seed(seed, 0))
         gpt = GPT(GPTConfig.from_name(proxy.size, block_size=length)).to(device)
     defaults = TrainConfig()  # weight decay, clipping and lr floor as the other auxiliary LMs
     optimizer = torch.optim.AdamW(param_groups(gpt, defaults.weight_decay), lr=proxy.lr, betas=(0.9, 0.95))
-    rng = np.random.default_rng(_child_seed(seed, 1))
+    rng = np.random.default_rng(child_seed(seed, 1))
 
     alpha = np.zeros(num_clusters)
     alpha[domains] = 1.0 / len(domains)
@@ -182,8 +183,3 @@ def _validate(pool_store, labels, num_clusters, specialist_store, cfg: DogeConfi
             raise ValueError(f"{key} must be >= 1, got {value}")
     if cfg.step_size < 0:
         raise ValueError(f"selection.doge.step_size must be >= 0, got {cfg.step_size}")
-
-
-def _child_seed(seed: int, role: int) -> int:
-    """A distinct 32-bit seed per use (proxy init, window draws), derived from the selection seed."""
-    return int(np.random.SeedSequence([seed, role]).generate_state(1)[0])

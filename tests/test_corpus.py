@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from crisp_pl.config import CorpusConfig, SourceConfig, TaskConfig
-from crisp_pl.corpus.builtin import BUILTIN_SOURCES, DEFAULT_SOURCES, MCQ_SOURCES
+from crisp_pl.corpus.builtin import BUILTIN_SOURCES, DEFAULT_SOURCES
 from crisp_pl.corpus.documents import CorpusError, Document
+from crisp_pl.corpus.mcq import MCQ_SETS
 from crisp_pl.corpus.readers import read_source
 from crisp_pl.corpus.tasks import load_corpus, split_task
 from crisp_pl.corpus.tokenizer import EOS_ID, VOCAB_SIZE, gpt2_encoding
@@ -337,7 +338,7 @@ def test_load_corpus_caps_and_duplicate_ids(tmp_path):
 
 BUILTIN_DOMAINS = {"python_stdlib": {"code"}, "wiki": {"encyclopedic", "encyclopedic_biology"}, "bbc_news": {"news"},
                    "shakespeare": {"drama"}, "medical": {"medical"}, "passages": {"mixed"}, "qasper": {"science"},
-                   "python_docs": {"python_docs", "programming_qa"}, **{name: {name} for name in MCQ_SOURCES}}
+                   "python_docs": {"python_docs", "programming_qa"}, **{name: {name} for name in MCQ_SETS}}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_SOURCES))
@@ -371,7 +372,7 @@ def test_python_docs_faq_sections_are_questions_with_answers():
 
 
 def test_default_sources_cover_every_builtin():
-    assert [s.name for s in DEFAULT_SOURCES] == [name for name in BUILTIN_SOURCES if name not in MCQ_SOURCES]
+    assert [s.name for s in DEFAULT_SOURCES] == [name for name in BUILTIN_SOURCES if name not in MCQ_SETS]
     assert all(s.kind == "builtin" for s in DEFAULT_SOURCES)
 
 

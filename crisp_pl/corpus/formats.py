@@ -1,0 +1,194 @@
+"""File formats: find a file source's files and read them, row by row or whole.
+
+The kinds (`SourceConfig.kind`) that read a user's files:
+
+    jsonl    one JSON object per line (RedPajama / Pile dumps); `.jsonl`, `.jsonl.gz`, `.jsonl.zst`
+    parquet  row groups read in batches through pyarrow, never the whole file at once
+    disk     a `datasets.save_to_disk` folder (a DatasetDict gives its "train" split)
+    text     plain `.txt` files, one document per file
+
+`cfg.path` may be a file, a folder (every file of the kind under it, sorted) or a glob
+(`expand`). The row readers (`ROW_READERS`) yield `(where, number, row)`: `where` names the file
+and the 1-based line (jsonl) or row (parquet / disk) for error messages, `number` is that line or
+row. Bad input (a missing, empty, corrupt or non-UTF-8 file, malformed JSON, a missing column)
+raises `CorpusError` naming the file and line or row. What a row means (its text and domain
+fields) is crisp_pl.corpus.readers' business.
+
+pyarrow, datasets and zstandard are imported only when a file needs them.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from crisp_pl.config import SourceConfig
+from crisp_pl.corpus.documents import CorpusError
+
+SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst"), "parquet": (".parquet",), "text": (".txt",)}
+PARQUET_BATCH_ROWS = 1024
+
+Rows = Iterator[tuple[str, int, dict]]
+
+
+def expand(cfg: SourceConfig) -> list[Path]:
+    """The source's files (folders for `disk`), sorted; a folder stands for the files of the kind under it."""
+    pattern = os.path.expanduser(cfg.path)
+    matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+    matches = [Path(m) for m in matches if os.path.exists(m)]
+    if not matches:
+        raise CorpusError(f"source {cfg.name!r}: no file matches path {cfg.path!r}")
+    if cfg.kind == "disk":
+        return matches
+    files = []
+    for match in matches:
+        if match.is_dir():
+            files += sorted(p for p in match.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES[cfg.kind]))
+        else:
+            files.append(match)
+    if not files:
+        raise CorpusError(f"source {cfg.name!r}: no {'/'.join(SUFFIXES[cfg.kind])} files under {cfg.path!r}")
+    return files
+
+
+def short_names(files: list[Path]) -> list[str]:
+    """File names relative to the files' common folder: short, and unique for distinct files."""
+    if len(files) == 1:
+        return [files[0].name]
+    paths = [os.path.abspath(f) for f in files]
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    return [Path(os.path.relpath(p, root)).as_posix() for p in paths]
+
+
+def read_text(path: Path) -> str:
+    """A whole `.txt` file as UTF-8 text."""
+    data = path.read_bytes()
+    if not data:
+        _empty(path)
+    return _decode(data, path)
+
+
+def _empty(path: Path) -> None:
+    raise CorpusError(f"{path}: empty file")
+
+
+def _decode(data: bytes, path: Path, line: int | None = None, offset: int = 0) -> str:
+    """UTF-8 text of `data` (which starts at byte `offset` of `path`); errors name the line and byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = line if line is not None else data.count(b"\n", 0, error.start) + 1
+        bad = data[error.start:error.start + 4]
+        raise CorpusError(f"{path}:{line}: not valid UTF-8 at byte offset {offset + error.start} ({bad!r})") from None
+
+
+def _open_bytes(path: Path):
+    name = path.name
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise CorpusError(f"{path}: reading .zst needs the `zstandard` package (pip install zstandard)") from None
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True))
+    return open(path, "rb")
+
+
+# --- row readers: (where, number, row) -----------------------------------------------------------
+
+
+def jsonl_rows(path: Path, cfg: SourceConfig) -> Rows:
+    """(where, line number, row) for every non-blank line; the line number is 1-based."""
+    seen_any, offset = False, 0
+    try:
+        with _open_bytes(path) as f:
+            for number, raw in enumerate(f, 1):
+                where = f"{path}:{number}"
+                line = _decode(raw, path, number, offset)
+                offset += len(raw)
+                if not line.strip():
+                    continue
+                seen_any = True
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise CorpusError(f"{where}: malformed JSON ({error.msg} at column {error.colno})") from None
+                if not isinstance(row, dict):
+                    raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
+                yield where, number, row
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise CorpusError(f"{path}: corrupt or truncated compressed file ({error})") from None
+    if not seen_any:
+        _empty(path)
+
+
+def _columns(cfg: SourceConfig) -> list[str]:
+    """Top-level columns to read: the roots of the (possibly dotted) text and domain fields."""
+    fields = [cfg.text_field] + ([cfg.domain_field] if cfg.domain_field else [])
+    return list(dict.fromkeys(f.split(".")[0] for f in fields))
+
+
+def _check_columns(path: Path, have: list[str], cfg: SourceConfig) -> list[str]:
+    columns = _columns(cfg)
+    for column in columns:
+        if column not in have:
+            raise CorpusError(f"{path}: no field {column!r} (columns: {', '.join(have[:12])})")
+    return columns
+
+
+def parquet_rows(path: Path, cfg: SourceConfig) -> Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise CorpusError(f"{path}: not a readable parquet file ({error})") from None
+    columns = _check_columns(path, parquet.schema_arrow.names, cfg)
+    if parquet.metadata.num_rows == 0:
+        _empty(path)
+    number = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+        for row in batch.to_pylist():
+            number += 1
+            yield f"{path} row {number}", number, row
+
+
+def disk_rows(path: Path, cfg: SourceConfig) -> Rows:
+    dataset = load_from_disk(path)
+    columns = _check_columns(path, dataset.column_names, cfg)
+    if len(dataset) == 0:
+        _empty(path)
+    number = 0
+    for batch in dataset.select_columns(columns).iter(batch_size=PARQUET_BATCH_ROWS):
+        for values in zip(*(batch[c] for c in columns)):
+            number += 1
+            yield f"{path} row {number}", number, dict(zip(columns, values))
+
+
+ROW_READERS: dict[str, Callable[[Path, SourceConfig], Rows]] = {"jsonl": jsonl_rows, "parquet": parquet_rows, "disk": disk_rows}
+
+
+def load_from_disk(path: Path):
+    """A `datasets.save_to_disk` folder, offline; a DatasetDict gives its "train" split."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: never reach for the hub
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as error:
+        raise CorpusError(f"{path}: not a datasets.save_to_disk folder ({error})") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        if "train" not in dataset:
+            raise CorpusError(f"{path}: a DatasetDict without a 'train' split (splits: {', '.join(dataset)}); "
+                              "point `path` at one split's folder")
+        dataset = dataset["train"]
+    return dataset

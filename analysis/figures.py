@@ -1,15 +1,17 @@
-"""Figures and tables of a study, read back from the MLflow store (never from the cache).
+"""Figures and tables of a study, drawn from DataFrames (read back from MLflow by the caller).
 
 For each study: per task, a bar chart of the held-out specialist perplexity per point (and of
 multiple-choice accuracy for MCQ tasks, with chance marked), the validation loss curves, the CRISP
 histograms P(c|Ds) against P(c|Dg), and a markdown table with every point's selection and
-training cost; all under results/figures/STUDY-SCALE/. Metric names match MLflow's
-(`test/TASK/ppl`, `test/arc_easy/acc`, `cost/selection_flops`).
+training cost; all in one folder (the runner picks results/figures/STUDY-SCALE/). Metric names
+match MLflow's (`test/TASK/ppl`, `test/arc_easy/acc`, `cost/selection_flops`).
+
+This module knows nothing of MLflow or the study runner: `crisp figures` hands it
+`StudyRunner.results()`, and any DataFrames of the same columns draw the same way.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -17,20 +19,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on these machines
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-
-
-def study_runs(runner) -> pd.DataFrame:
-    """One row per finished point of the study's current parent run: params, metrics, tags."""
-    parent = runner.parent(create=False)
-    if parent is None:
-        raise LookupError(f"study {runner.study.name} [{runner.scale}] has no runs with this config in {runner.uri}; "
-                          f"run it first (crisp study run {runner.study.name} --scale {runner.scale})")
-    runs = runner.client.search_runs([runner.experiment], f"tags.`crisp.parent` = '{parent.info.run_id}' and attributes.status = 'FINISHED'")
-    rows = [{"point": r.data.tags.get("crisp.point"), "method": r.data.tags.get("crisp.method"), "task": r.data.tags.get("crisp.task"),
-             "variant": r.data.tags.get("crisp.variant", r.data.tags.get("crisp.method")), "run_id": r.info.run_id, **r.data.metrics}
-            for r in runs]
-    order = {p.name: i for i, p in enumerate(runner.points)}
-    return pd.DataFrame(rows).sort_values("point", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
 def short_label(point: str) -> str:
@@ -72,15 +60,16 @@ def metric_bars(runs: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-def loss_curves(runner, runs: pd.DataFrame, out: Path) -> Path:
+def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> Path:
+    """Per task: val/loss against step for each point; `curves` is long form (run_id, step, value)."""
     tasks = list(dict.fromkeys(runs["task"]))
     fig, axes = plt.subplots(len(tasks), 1, figsize=(6.5, 3.6 * len(tasks)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
         for _, row in runs[runs["task"] == task].iterrows():
-            history = runner.client.get_metric_history(row["run_id"], "val/loss")
-            if history:
-                points = sorted({m.step: m.value for m in history}.items())  # a resumed run may log a step twice
-                ax.plot(*zip(*points), marker="o", markersize=3, label=short_label(row["point"]).replace("\n", ", "))
+            history = curves[curves["run_id"] == row["run_id"]]
+            if len(history):
+                history = history.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run may log a step twice
+                ax.plot(history["step"], history["value"], marker="o", markersize=3, label=short_label(row["point"]).replace("\n", ", "))
         ax.set_xlabel("optimizer step (pretraining and fine-tuning log on their own step counts)")
         ax.set_ylabel(f"val/loss ({task} validation)")
         ax.legend(fontsize=7)
@@ -90,22 +79,21 @@ def loss_curves(runner, runs: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-def histograms(runner, runs: pd.DataFrame, folder: Path) -> list[Path]:
+def histograms(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
     """For each CRISP point: P(c|Ds) and P(c|Dg) per cluster, clusters sorted by importance weight."""
     paths = []
-    for _, row in runs[runs["method"] == "crisp"].iterrows():
-        text = runner.client.download_artifacts(row["run_id"], "histogram.csv")
-        table = pd.read_csv(io.StringIO(Path(text).read_text())).sort_values("importance_weight", ascending=False)
+    for point, table in tables.items():
+        table = table.sort_values("importance_weight", ascending=False)
         fig, ax = plt.subplots(figsize=(7, 3.4))
         x = range(len(table))
         ax.bar(x, table["p_specialist"], width=1.0, alpha=0.7, label="P(c|Ds) specialist")
         ax.bar(x, table["p_generalist"], width=1.0, alpha=0.5, label="P(c|Dg) generalist")
         ax.set_xlabel("cluster, by importance weight w(c) = P(c|Ds) / P(c|Dg)")
         ax.set_ylabel("probability")
-        ax.set_title(row["point"])
+        ax.set_title(point)
         ax.legend()
         fig.tight_layout()
-        path = folder / f"histogram-{row['point'].replace('=', '-').replace(',', '_')}.png"
+        path = folder / f"histogram-{point.replace('=', '-').replace(',', '_')}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
@@ -126,10 +114,19 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-def draw_study(runner) -> list[Path]:
-    runs = study_runs(runner)
-    folder = runner.results_dir / "figures" / f"{runner.study.name}-{runner.scale}"
+def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """Every figure and table of one study into `folder`.
+
+    runs: one row per point, in plotting order: point, method, task, run_id and the final metrics.
+    curves: val/loss long form: run_id, step, value. tables: point -> CRISP histogram table.
+    """
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [metric_bars(runs, folder / "results.png"), loss_curves(runner, runs, folder / "val_loss.png"),
+    paths = [metric_bars(runs, folder / "results.png"), loss_curves(runs, curves, folder / "val_loss.png"),
              results_table(runs, folder / "results.md")]
-    return paths + histograms(runner, runs, folder)
+    return paths + histograms(tables, folder)
+
+
+def draw_study(results) -> list[Path]:
+    """`results`: anything with .runs, .curves, .histograms and .folder, e.g. `StudyRunner.results()`."""
+    return draw(results.runs, results.curves, results.histograms, results.folder)

@@ -30,7 +30,9 @@ from lightning.pytorch.loggers import CSVLogger
 
 from crisp_pl.config import TrainConfig
 from crisp_pl.model.gpt import GPT, GPTConfig
-from crisp_pl.model.module import GPTModule, lr_factor, param_groups, trainer_kwargs
+from crisp_pl.training.module import GPTModule
+from crisp_pl.training.schedule import lr_factor, param_groups
+from crisp_pl.training.trainer import trainer_kwargs
 
 GPU_BATCH = {"124m": 32, "350m": 16}  # windows per step on one 80 GB GPU (GPU.md's reference runs)
 CPU_BATCH = 2  # a CPU run is a smoke check, not a measurement

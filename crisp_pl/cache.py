@@ -22,7 +22,7 @@ from crisp_pl.config import stable_hash
 
 
 @dataclass(frozen=True)
-class Stage:
+class CacheEntry:
     """A finished stage output: its name, its cache key and its folder."""
 
     name: str
@@ -43,12 +43,12 @@ class StageCache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
-    def lookup(self, stage: str, inputs: Any) -> Stage | None:
+    def lookup(self, stage: str, inputs: Any) -> CacheEntry | None:
         key = stable_hash(inputs)
         path = self.path(stage, key)
-        return Stage(stage, key, path) if path.is_dir() else None
+        return CacheEntry(stage, key, path) if path.is_dir() else None
 
-    def run(self, stage: str, inputs: Any, build: Callable[[Path], None]) -> Stage:
+    def run(self, stage: str, inputs: Any, build: Callable[[Path], None]) -> CacheEntry:
         """Return the cached output for `inputs`, building it with `build(partial_dir)` if missing.
 
         `inputs` is everything the output depends on (configs and upstream keys); it is hashed into
@@ -57,7 +57,7 @@ class StageCache:
         key = stable_hash(inputs)
         final = self.path(stage, key)
         if final.is_dir():
-            return Stage(stage, key, final)
+            return CacheEntry(stage, key, final)
         partial = final.with_name(key + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
         (partial / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True, default=str))
@@ -65,7 +65,7 @@ class StageCache:
         build(partial)
         (partial / "stage.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
         os.replace(partial, final)
-        return Stage(stage, key, final)
+        return CacheEntry(stage, key, final)
 
     def status(self) -> dict[str, dict[str, int]]:
         """Per stage: how many finished and partial outputs exist."""

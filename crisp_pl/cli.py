@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
             from crisp_pl.study import StudyRunner, load_study
 
-            runner = StudyRunner(load_study(args.name), args.scale, args.sets)
-            for path in draw_study(runner):
+            results = StudyRunner(load_study(args.name), args.scale, args.sets).results()
+            for path in draw_study(results):
                 print(path)
             return 0
         if args.command == "ui":

@@ -15,20 +15,26 @@ Points are every variant crossed with every combination of grid values, named li
 configs/scales/SCALE.yaml <- includes <- config <- scales[SCALE] <- variant <- grid point <-
 `--set` overrides. A `task: NAME` value anywhere reads the preset configs/tasks/NAME.yaml. Rerunning a study finds its parent
 run by (study, scale, hash of every point's config), skips finished points and resumes the rest.
+Every MLflow call goes through `tracking.Tracker`; `StudyRunner.results()` reads a study back as
+DataFrames (`StudyResults`) for analysis/figures.py.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from crisp_pl.cache import StageCache
 from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, parse_set, stable_hash, to_dict
-from crisp_pl.tracking import experiment_id, find_run, provenance, tracking_uri
+from crisp_pl.selection import get_method
+from crisp_pl.tracking import TrackedRun, Tracker, provenance
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
@@ -98,7 +104,12 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None) -> 
             assignment = [f"{k}={_yaml_value(v)}" for k, v in zip(keys, values)]
             name = ",".join(([variant] if variant else []) + assignment) or "default"
             overrides = merge(parse_set([f"{k}={_yaml_value(v)}" for k, v in variant_overrides.items()]), parse_set(assignment))
-            config = build_run_config(*layers, overrides, parse_set(sets or []), where=f"{study.path} point {name}")
+            where = f"{study.path} point {name}"
+            config = build_run_config(*layers, overrides, parse_set(sets or []), where=where)
+            try:
+                get_method(config.selection.method)  # a typo fails at plan time, not after hours of embedding
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
             out.append(Point(name, overrides, config, variant))
     return out
 
@@ -107,109 +118,117 @@ def _yaml_value(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = str(value)[:500]
-    return out
+@dataclass
+class StudyResults:
+    """What a study's figures need, read back from MLflow as plain DataFrames (no MLflow objects)."""
+
+    runs: pd.DataFrame  # one row per finished point, in the study's point order: point, method, task, variant, run_id, metrics
+    curves: pd.DataFrame  # val/loss of every run as logged, long form: point, run_id, step, value
+    histograms: dict[str, pd.DataFrame]  # CRISP point name -> its histogram.csv (cluster, p_specialist, p_generalist, ...)
+    folder: Path  # where the figures go: results/figures/STUDY-SCALE
 
 
 class StudyRunner:
     """Runs a study's points in order, logging each to an MLflow child run of one parent run."""
 
     def __init__(self, study: Study, scale: str = "tiny", sets: list[str] | None = None):
-        from mlflow.tracking import MlflowClient
-
         self.study, self.scale = study, scale
         self.points = points(study, scale, sets)
         first = self.points[0].config
         self.results_dir = Path(first.results_dir)
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        self.uri = tracking_uri(first.tracking, self.results_dir)
-        self.client = MlflowClient(self.uri)
-        self.experiment = experiment_id(self.client, first.tracking.experiment, self.results_dir)
+        self.tracker = Tracker(first.tracking, self.results_dir)
         self.study_hash = stable_hash([to_dict(p.config) for p in self.points])
         self.cache = StageCache(self.results_dir / "cache")
         self.provenance = {f"provenance.{k}": v for k, v in provenance().items()}  # once: it runs git
 
+    @property
+    def client(self):
+        """The MLflow client of the store, for looking at runs by hand (tests, notebooks)."""
+        return self.tracker.client
+
     def parent_tags(self) -> dict[str, str]:
         return {"crisp.kind": "study", "crisp.study": self.study.name, "crisp.scale": self.scale, "crisp.study_hash": self.study_hash}
 
-    def parent(self, create: bool):
-        found = find_run(self.client, self.experiment, self.parent_tags())
+    def parent(self, create: bool) -> TrackedRun | None:
+        found = self.tracker.find_run(self.parent_tags())
         if found is not None or not create:
             return found
-        tags = dict(self.parent_tags(), **self.provenance)
-        run = self.client.create_run(self.experiment, run_name=f"{self.study.name} [{self.scale}]", tags=tags)
-        self.client.log_param(run.info.run_id, "points", len(self.points))
-        return run
+        return self.tracker.create_run(f"{self.study.name} [{self.scale}]", dict(self.parent_tags(), **self.provenance),
+                                       {"points": len(self.points)})
 
-    def child(self, parent_id: str, point: Point):
-        return find_run(self.client, self.experiment, {"crisp.parent": parent_id, "crisp.point": point.name})
+    def child(self, parent_id: str, point: Point) -> TrackedRun | None:
+        return self.tracker.find_run({"crisp.parent": parent_id, "crisp.point": point.name})
+
+    def child_tags(self, parent_id: str, point: Point) -> dict[str, str]:
+        return {"crisp.kind": "point", "crisp.study": self.study.name, "crisp.scale": self.scale, "crisp.parent": parent_id,
+                "crisp.point": point.name, "crisp.method": point.config.selection.method, "crisp.task": point.config.task.name,
+                "crisp.variant": point.variant or point.config.selection.method,
+                "mlflow.parentRunId": parent_id, "crisp.config_hash": stable_hash(to_dict(point.config))}
 
     def status(self) -> list[dict]:
         """One row per point: its state in MLflow (done, running, failed, pending)."""
         parent = self.parent(create=False)
         rows = []
         for point in self.points:
-            run = self.child(parent.info.run_id, point) if parent else None
-            state = {"FINISHED": "done", "RUNNING": "running", "FAILED": "failed", "KILLED": "failed"}.get(run.info.status, "?") if run else "pending"
-            rows.append({"point": point.name, "state": state, "run_id": run.info.run_id if run else ""})
+            run = self.child(parent.run_id, point) if parent else None
+            state = {"FINISHED": "done", "RUNNING": "running", "FAILED": "failed", "KILLED": "failed"}.get(run.status, "?") if run else "pending"
+            rows.append({"point": point.name, "state": state, "run_id": run.run_id if run else ""})
         return rows
 
     def run(self) -> list[dict]:
-        from lightning.pytorch.loggers import MLFlowLogger
-        from mlflow.entities import Metric, Param, RunTag
+        # Training pulls in Lightning and torch (seconds): only `study run` pays for it, not list / status / figures.
+        from crisp_pl.stages import run_point
+        from crisp_pl.training.trainer import mlflow_logger
 
-        from crisp_pl.pipeline import run_point
-
-        parent = self.parent(create=True)
-        parent_id = parent.info.run_id
-        self.client.update_run(parent_id, "RUNNING")
+        parent_id = self.parent(create=True).run_id
+        self.tracker.mark_running(parent_id)
         done = []
         for i, point in enumerate(self.points, 1):
             existing = self.child(parent_id, point)
-            if existing is not None and existing.info.status == "FINISHED":
+            if existing is not None and existing.status == "FINISHED":
                 print(f"[{i}/{len(self.points)}] {point.name}: done, skipped", flush=True)
-                done.append({"point": point.name, "run_id": existing.info.run_id, "skipped": True})
+                done.append({"point": point.name, "run_id": existing.run_id, "skipped": True})
                 continue
             print(f"[{i}/{len(self.points)}] {point.name}", flush=True)
             if existing is None:
-                tags = {"crisp.kind": "point", "crisp.study": self.study.name, "crisp.scale": self.scale, "crisp.parent": parent_id,
-                        "crisp.point": point.name, "crisp.method": point.config.selection.method, "crisp.task": point.config.task.name,
-                        "crisp.variant": point.variant or point.config.selection.method,
-                        "mlflow.parentRunId": parent_id, "crisp.config_hash": stable_hash(to_dict(point.config))}
-                run_id = self.client.create_run(self.experiment, run_name=point.name, tags=tags).info.run_id
-                params = [Param(k, v) for k, v in _flatten(to_dict(point.config)).items()]
-                for start in range(0, len(params), 100):
-                    self.client.log_batch(run_id, params=params[start:start + 100])
+                run_id = self.tracker.create_run(point.name, self.child_tags(parent_id, point), to_dict(point.config)).run_id
             else:
-                run_id = existing.info.run_id
-                self.client.update_run(run_id, "RUNNING")
+                run_id = existing.run_id
+                self.tracker.mark_running(run_id)
             try:
-                result = run_point(point.config, self.cache,
-                                   lambda prefix: MLFlowLogger(tracking_uri=self.uri, run_id=run_id, prefix=prefix))
+                result = run_point(point.config, self.cache, lambda prefix: mlflow_logger(self.tracker.uri, run_id, prefix))
             except BaseException:
-                self.client.set_terminated(run_id, "FAILED")
-                self.client.set_terminated(parent_id, "FAILED")
+                self.tracker.end_run(run_id, "FAILED")
+                self.tracker.end_run(parent_id, "FAILED")
                 raise
-            self._log_result(run_id, point, result, Metric, RunTag)
+            self._log_result(run_id, point, result)
             done.append({"point": point.name, "run_id": run_id, "skipped": False, **result.metrics})
-        self.client.set_terminated(parent_id, "FINISHED")
+        self.tracker.end_run(parent_id, "FINISHED")
         return done
 
-    def _log_result(self, run_id: str, point: Point, result, Metric, RunTag) -> None:
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
+    def _log_result(self, run_id: str, point: Point, result) -> None:
         tags = {f"crisp.cache.{stage}": key for stage, key in result.keys.items()} | self.provenance
         tags["crisp.checkpoint"] = str(result.artifacts.get("checkpoint", ""))
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.log_text(run_id, yaml.safe_dump(to_dict(point.config), sort_keys=False), "config.yaml")
-        for name, path in result.artifacts.items():
-            if name != "checkpoint":  # checkpoints stay in the cache; the tag says where
-                self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, "FINISHED")
+        # checkpoints stay in the cache; the tag says where
+        artifacts = [path for name, path in result.artifacts.items() if name != "checkpoint"]
+        self.tracker.log_point(run_id, result.metrics, tags, yaml.safe_dump(to_dict(point.config), sort_keys=False), artifacts)
+        self.tracker.end_run(run_id, "FINISHED")
+
+    def results(self) -> StudyResults:
+        """The finished points of this study's parent run, their val/loss curves and CRISP histograms, for figures."""
+        parent = self.parent(create=False)
+        if parent is None:
+            raise LookupError(f"study {self.study.name} [{self.scale}] has no runs with this config in {self.tracker.uri}; "
+                              f"run it first (crisp study run {self.study.name} --scale {self.scale})")
+        order = {p.name: i for i, p in enumerate(self.points)}
+        runs = self.tracker.finished_children(parent.run_id)
+        if runs.empty:
+            raise LookupError(f"study {self.study.name} [{self.scale}] has no finished points yet in {self.tracker.uri}; "
+                              f"run it (crisp study run {self.study.name} --scale {self.scale})")
+        runs = runs.sort_values("point", key=lambda s: s.map(order)).reset_index(drop=True)
+        curves = self.tracker.metric_history(runs["run_id"], "val/loss")
+        curves.insert(0, "point", curves["run_id"].map(dict(zip(runs["run_id"], runs["point"]))))
+        histograms = {row.point: self.tracker.read_csv_artifact(row.run_id, "histogram.csv")
+                      for row in runs[runs["method"] == "crisp"].itertuples()}
+        return StudyResults(runs, curves, histograms, self.results_dir / "figures" / f"{self.study.name}-{self.scale}")

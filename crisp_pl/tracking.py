@@ -1,9 +1,11 @@
-"""MLflow plumbing: where the store lives, parent/child runs, and each run's provenance.
+"""MLflow, writing and reading back: the only module of crisp_pl that talks to the store.
 
 The store is sqlite under the results folder unless `tracking.uri` says otherwise. A study is a
 parent run; each grid point is a child run tagged with the study, its point and its config hash,
 so a rerun finds finished points and skips them, and a point that died mid-way is resumed in
-the same MLflow run.
+the same MLflow run. `Tracker` writes those runs and reads them back as pandas DataFrames, so
+nothing else needs MLflow's objects (Lightning's MLFlowLogger, made in study.py, writes the
+step metrics of a point straight into the child run).
 """
 
 from __future__ import annotations
@@ -12,12 +14,118 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crisp_pl.config import TrackingConfig
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 PACKAGES = ("crisp_pl", "torch", "lightning", "sentence-transformers", "faiss-cpu", "mlflow", "numpy", "tiktoken")
+PARAMS_PER_BATCH = 100  # MLflow's limit on params (and tags) in one log_batch call
+RUN_COLUMNS = ["point", "method", "task", "variant", "run_id"]
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """A run as the study runner needs it: its id and MLflow status (RUNNING, FINISHED, FAILED, KILLED)."""
+
+    run_id: str
+    status: str
+
+
+class Tracker:
+    """One experiment of one MLflow store: finds and creates runs, logs points, reads results back."""
+
+    def __init__(self, tracking: TrackingConfig, results_dir: str | Path):
+        from mlflow.tracking import MlflowClient  # heavy; only commands that track pay for it
+
+        self.uri = tracking_uri(tracking, results_dir)
+        self.client = MlflowClient(self.uri)
+        self.experiment = experiment_id(self.client, tracking.experiment, results_dir)
+
+    # writing
+
+    def find_run(self, tags: dict[str, str]) -> TrackedRun | None:
+        """The newest run carrying all `tags`, or None."""
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1)
+        return TrackedRun(runs[0].info.run_id, runs[0].info.status) if runs else None
+
+    def create_run(self, name: str, tags: dict[str, str], params: dict) -> TrackedRun:
+        """A new run with `tags` and `params` (nested mappings flattened to dotted keys)."""
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment, run_name=name, tags=tags)
+        flat = [Param(k, v) for k, v in flatten_params(params).items()]
+        for start in range(0, len(flat), PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=flat[start:start + PARAMS_PER_BATCH])
+        return TrackedRun(run.info.run_id, run.info.status)
+
+    def mark_running(self, run_id: str) -> None:
+        """A run resumed: RUNNING again, its end time left as it was."""
+        self.client.update_run(run_id, "RUNNING")
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Terminal status (FINISHED or FAILED) and end time."""
+        self.client.set_terminated(run_id, status)
+
+    def log_point(self, run_id: str, metrics: dict[str, float], tags: dict[str, str], config_yaml: str,
+                  artifacts: Iterable[str | Path]) -> None:
+        """A finished point's final metrics (step 0), tags, config.yaml and artifact files."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_text(run_id, config_yaml, "config.yaml")
+        for path in artifacts:
+            self.client.log_artifact(run_id, str(path))
+
+    # reading back
+
+    def finished_children(self, parent_id: str) -> pd.DataFrame:
+        """One row per FINISHED child run of `parent_id`: point, method, task, variant, run_id, every final metric."""
+        import pandas as pd
+
+        query = f"tags.`crisp.parent` = '{parent_id}' and attributes.status = 'FINISHED'"
+        rows = [{"point": r.data.tags.get("crisp.point"), "method": r.data.tags.get("crisp.method"), "task": r.data.tags.get("crisp.task"),
+                 "variant": r.data.tags.get("crisp.variant", r.data.tags.get("crisp.method")), "run_id": r.info.run_id, **r.data.metrics}
+                for r in self.client.search_runs([self.experiment], query)]
+        return pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
+
+    def metric_history(self, run_ids: Iterable[str], key: str) -> pd.DataFrame:
+        """Every logged value of metric `key` of each run, long form: run_id, step, value (in logging order)."""
+        import pandas as pd
+
+        rows = [{"run_id": run_id, "step": m.step, "value": m.value}
+                for run_id in run_ids for m in self.client.get_metric_history(run_id, key)]
+        return pd.DataFrame(rows, columns=["run_id", "step", "value"])
+
+    def read_csv_artifact(self, run_id: str, path: str) -> pd.DataFrame:
+        """A run's CSV artifact as a DataFrame (downloaded to a temporary folder, then removed)."""
+        import pandas as pd
+
+        with tempfile.TemporaryDirectory() as folder:
+            return pd.read_csv(self.client.download_artifacts(run_id, path, folder))
+
+
+def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested mappings -> dotted keys; values as text cut to 500 characters (MLflow's param limit)."""
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_params(value, name + "."))
+        else:
+            out[name] = str(value)[:500]
+    return out
 
 
 def tracking_uri(tracking: TrackingConfig, results_dir: str | Path) -> str:
@@ -33,13 +141,6 @@ def experiment_id(client, name: str, results_dir: str | Path) -> str:
         return found.experiment_id
     artifacts = (Path(results_dir).resolve() / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=artifacts)
-
-
-def find_run(client, experiment: str, tags: dict[str, str]):
-    """The newest run carrying all `tags`, or None."""
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = client.search_runs([experiment], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
 
 
 def provenance() -> dict[str, str]:

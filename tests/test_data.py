@@ -7,8 +7,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from crisp_pl.data import BLOCK, GroupSampler, SelectionDataModule, draw, repetition_stats
-from crisp_pl.selection import Groups, crisp_groups
+from crisp_pl.sampling import BLOCK, Groups, GroupSampler, draw, repetition_stats
+from crisp_pl.selection import crisp_groups
+from crisp_pl.training.datamodule import SelectionDataModule
 
 
 def groups_of(labels, weights):
@@ -36,7 +37,7 @@ def test_stream_is_a_function_of_position():
 
 
 def test_same_stream_in_a_fresh_process():
-    code = ("import numpy as np; from crisp_pl.data import draw; from crisp_pl.selection import Groups;"
+    code = ("import numpy as np; from crisp_pl.sampling import Groups, draw;"
             "g = Groups.from_labels('pool', np.arange(100) % 5, np.full(5, .2)); print(draw(g, 11, 0, 0, 20).tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     here = draw(Groups.from_labels("pool", np.arange(100) % 5, np.full(5, 0.2)), 11, 0, 0, 20).tolist()

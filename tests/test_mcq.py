@@ -26,7 +26,8 @@ from crisp_pl.corpus.tokenizer import EOS_ID, gpt2_encoding
 from crisp_pl.evaluate.lm_eval_adapter import CrispLM, evaluate, main
 from crisp_pl.evaluate.mcq import write_tasks
 from crisp_pl.model.gpt import GPT, GPTConfig
-from crisp_pl.model.module import GPTModule, trainer_kwargs
+from crisp_pl.training.module import GPTModule
+from crisp_pl.training.trainer import trainer_kwargs
 
 SIZES = {"arc_easy": 2376, "arc_challenge": 1172, "mmlu": 14042, "sciq": 1000}
 BLOCK = 64

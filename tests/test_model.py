@@ -11,7 +11,10 @@ from lightning.pytorch.callbacks import Callback
 
 from crisp_pl.config import TrainConfig
 from crisp_pl.model.gpt import GPT, SIZES, GPTConfig
-from crisp_pl.model.module import GPTModule, load_gpt, lr_factor, trainer_kwargs
+from crisp_pl.model.checkpoint import load_gpt
+from crisp_pl.training.module import GPTModule
+from crisp_pl.training.schedule import lr_factor
+from crisp_pl.training.trainer import trainer_kwargs
 
 TEXT = (
     "Clustered importance sampling builds a pretraining set for a specialist task from a large generalist "

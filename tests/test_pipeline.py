@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from crisp_pl.cache import StageCache
-from crisp_pl.config import METHODS, build_run_config, to_dict
-from crisp_pl.pipeline import eval_stage, finetune_stage, selection_cost, train_stage
-from crisp_pl.selection import Groups
-from crisp_pl.selection.stage import selection_stage
-from crisp_pl.stages import prepare
+from crisp_pl.config import build_run_config, to_dict
+from crisp_pl.sampling import Groups
+from crisp_pl.selection import method_names
+from crisp_pl.stages import eval_stage, finetune_stage, prepare, selection_cost, selection_stage, train_stage
+
+METHODS = method_names()
 
 FAST_AUX = {"aux_lm": {"steps": 4, "batch_size": 4, "max_score_windows": 120}, "keep_fraction": 0.2,
             "doge": {"level": 0, "specialist_batch": 4}}
@@ -43,7 +44,7 @@ def test_every_method_makes_cached_groups_through_the_selection_stage(method, ti
 
 def test_finetuning_early_stops_and_beats_its_pretrained_model_on_validation(tiny_config, tiny_prepared):
     from crisp_pl.evaluate.perplexity import perplexity
-    from crisp_pl.model.module import load_gpt
+    from crisp_pl.model.checkpoint import load_gpt
 
     cfg = build_run_config(to_dict(tiny_config), {"selection": {"method": "uniform"},
                                                   "finetune": {"enabled": True, "max_steps": 24, "lr": 1e-3, "val_every": 4, "patience": 2}})

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from crisp_pl.selection import Groups, crisp_groups, histogram
+from crisp_pl.sampling import Groups
+from crisp_pl.selection import crisp_groups, histogram
 
 
 def test_histogram_and_importance_weights_exact():

@@ -68,7 +68,7 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
 
     from analysis.figures import draw_study
 
-    paths = draw_study(runner)
+    paths = draw_study(runner.results())
     assert {p.name for p in paths} >= {"results.png", "val_loss.png", "results.md", "histogram-selection.method-crisp.png"}
     assert all(p.stat().st_size > 0 for p in paths)
     assert "selection.method=crisp" in (paths[2]).read_text()

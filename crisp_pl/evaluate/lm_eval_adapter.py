@@ -50,6 +50,9 @@ from lm_eval.api.model import TemplateLM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from crisp_pl.corpus.tokenizer import EOS_ID, gpt2_encoding  # noqa: E402
+from crisp_pl.model.checkpoint import load_gpt  # noqa: E402
+
 DEFAULT_BATCH_SIZE = 16
 logger = logging.getLogger(__name__)
 
@@ -82,8 +85,6 @@ class CausalLM:
 
 def gpt_causal_lm(gpt, device: str = "cpu", name: str = "crisp_pl GPT") -> CausalLM:
     """A crisp_pl `GPT` with the GPT-2 BPE tokenizer. The GPT itself is moved to `device` and put in eval mode."""
-    from crisp_pl.corpus.tokenizer import EOS_ID, gpt2_encoding
-
     encoding = gpt2_encoding()
     gpt = gpt.to(device).eval()
 
@@ -156,8 +157,6 @@ class CrispLM(TemplateLM):
         device = _resolve_device(device)
         max_length = None if max_length is None else _positive_int("max_length", max_length)
         if checkpoint is not None:
-            from crisp_pl.model.module import load_gpt  # imports Lightning: only when a checkpoint is asked for
-
             model = gpt_causal_lm(load_gpt(checkpoint), device, name=str(checkpoint))
         elif hf is not None:
             model = hf_causal_lm(*load_hf(hf, gguf_file), device=device, name=f"{hf}/{gguf_file}" if gguf_file else str(hf))

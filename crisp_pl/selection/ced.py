@@ -11,7 +11,7 @@ and training draws uniformly from them. With `aux_lm.max_score_windows` only a s
 pool is scored (scoring is a forward pass of two LMs over every window) and the selection comes
 from that subset alone.
 
-The two LMs are trained with the project's own Trainer path (GPTModule + SelectionDataModule), on
+The two LMs are trained through the project's own Trainer path (crisp_pl.training.aux_lm), on
 one device, with no logger and no checkpoints; `work_dir` is the Trainer's root folder.
 """
 
@@ -24,10 +24,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from crisp_pl.config import AuxLMConfig, TrainConfig
+from crisp_pl import seeds
+from crisp_pl.config import AuxLMConfig, to_dict
+from crisp_pl.sampling import Groups
+from crisp_pl.selection.context import SelectionContext
 from crisp_pl.selection.filtering import filter_groups, kept_count, top_k
-from crisp_pl.selection.groups import Groups
-from crisp_pl.selection.seeds import child_seed
+from crisp_pl.selection.registry import register
+
+
+@register("ced", settings=lambda cfg: {"keep_fraction": cfg.selection.keep_fraction, "seed": cfg.selection.seed,
+                                       "aux_lm": to_dict(cfg.selection.aux_lm)})
+def select(ctx: SelectionContext) -> Groups:
+    """One group: the pool windows with the best generalist-minus-specialist LM loss (Moore-Lewis)."""
+    groups, scores = ced_groups(ctx.pool, ctx.specialist, ctx.cfg.selection.aux_lm, ctx.cfg.selection.keep_fraction,
+                                ctx.seed, ctx.work_dir, validation_store=ctx.validation)
+    ctx.artifacts["scores.npy"] = scores
+    return groups
 
 
 def ced_groups(pool_store, specialist_store, cfg: AuxLMConfig, keep_fraction: float, seed: int, work_dir: Path,
@@ -52,14 +64,15 @@ def ced_groups(pool_store, specialist_store, cfg: AuxLMConfig, keep_fraction: fl
         if cfg.max_score_windows < 1:
             raise ValueError(f"aux_lm.max_score_windows must be >= 1 or None, got {cfg.max_score_windows}")
         if cfg.max_score_windows < n_pool:
-            candidates = np.sort(np.random.default_rng([seed, 2]).choice(n_pool, cfg.max_score_windows, replace=False))
+            candidates = np.sort(seeds.rng(seed, "ced.score_subset").choice(n_pool, cfg.max_score_windows, replace=False))
     k = kept_count(keep_fraction, len(candidates))
     work_dir = Path(work_dir)
+    from crisp_pl.training.aux_lm import train_aux_lm  # Lightning is imported only when CED runs
 
     specialist_lm, specialist_flops = train_aux_lm(specialist_store, Groups.single("train", n_spec), cfg,
-                                                   child_seed(seed, 0), work_dir / "specialist_lm")
+                                                   seeds.stream_seed(seed, "ced.specialist_lm"), work_dir / "specialist_lm")
     generalist_lm, generalist_flops = train_aux_lm(pool_store, Groups.single("pool", n_pool), cfg,
-                                                   child_seed(seed, 1), work_dir / "generalist_lm")
+                                                   seeds.stream_seed(seed, "ced.generalist_lm"), work_dir / "generalist_lm")
     generalist_loss, specialist_loss = window_losses([generalist_lm, specialist_lm], pool_store, candidates,
                                                      cfg.batch_size, desc="ced scores")
     scores = np.full(n_pool, np.nan, dtype=np.float32)
@@ -79,30 +92,6 @@ def ced_groups(pool_store, specialist_store, cfg: AuxLMConfig, keep_fraction: fl
                                                  desc="ced validation")
         info.update(specialist_lm_val_loss=float(special_val.mean()), generalist_lm_val_loss=float(general_val.mean()))
     return filter_groups(selected, info), scores
-
-
-def train_aux_lm(store, groups: Groups, cfg: AuxLMConfig, seed: int, root: Path):
-    """A GPT of shape `cfg.size` trained `cfg.steps` steps on windows drawn from `groups` of `store`.
-
-    Returns the plain GPT (eval mode) and its training FLOPs.
-    """
-    import lightning as L
-
-    from crisp_pl.data import SelectionDataModule
-    from crisp_pl.model.gpt import GPT, GPTConfig
-    from crisp_pl.model.module import GPTModule, trainer_kwargs
-
-    # One device: an auxiliary model this small gains nothing from DDP, and selection runs in one process.
-    train = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                        devices=1, seed=seed)
-    L.seed_everything(seed, workers=True, verbose=False)  # the GPT's initialization
-    module = GPTModule(GPT(GPTConfig.from_name(cfg.size, block_size=store.window_length)), train)
-    data = SelectionDataModule(store, groups, batch_size=cfg.batch_size, max_steps=cfg.steps, seed=seed)
-    trainer = L.Trainer(**trainer_kwargs(train), logger=False, enable_checkpointing=False, enable_progress_bar=True,
-                        enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0,
-                        default_root_dir=root)
-    trainer.fit(module, datamodule=data)
-    return module.gpt.eval(), module.flops_seen
 
 
 @torch.no_grad()

@@ -21,12 +21,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crisp_pl.config import ClassifierConfig
+from crisp_pl import seeds
+from crisp_pl.config import ClassifierConfig, to_dict
+from crisp_pl.sampling import Groups
+from crisp_pl.selection.context import SelectionContext
 from crisp_pl.selection.filtering import filter_groups, kept_count, top_k
-from crisp_pl.selection.groups import Groups
+from crisp_pl.selection.registry import register
 
 HELDOUT_FRACTION = 0.2
 SCORE_BATCH = 65536  # pool rows converted to float32 at a time
+
+
+@register("classifier", needs={"embeddings"},
+          settings=lambda cfg: {"keep_fraction": cfg.selection.keep_fraction, "seed": cfg.selection.seed,
+                                "classifier": to_dict(cfg.selection.classifier)})
+def select(ctx: SelectionContext) -> Groups:
+    """One group: the pool windows an SBERT logistic regression finds most specialist-like."""
+    groups, scores = classifier_groups(ctx.pool_embeddings, ctx.specialist_embeddings, ctx.cfg.selection.classifier,
+                                       ctx.cfg.selection.keep_fraction, ctx.seed)
+    ctx.artifacts["scores.npy"] = scores
+    return groups
 
 
 def classifier_groups(pool_embeddings: np.ndarray, specialist_embeddings: np.ndarray, cfg: ClassifierConfig,
@@ -49,7 +63,7 @@ def classifier_groups(pool_embeddings: np.ndarray, specialist_embeddings: np.nda
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dim = pool_embeddings.shape[1]
 
-    negatives = np.sort(np.random.default_rng([seed, 0]).choice(n_pool, size=min(cfg.max_negatives, n_pool), replace=False))
+    negatives = np.sort(seeds.rng(seed, "classifier.negatives").choice(n_pool, size=min(cfg.max_negatives, n_pool), replace=False))
     x = torch.from_numpy(np.concatenate([np.asarray(specialist_embeddings, np.float32),
                                          np.asarray(pool_embeddings[negatives], np.float32)])).to(device)  # (P + M, D)
     y = torch.cat([torch.ones(n_pos), torch.zeros(len(negatives))]).to(device)
@@ -112,7 +126,7 @@ def _logits(embeddings: np.ndarray, w: torch.Tensor, b: torch.Tensor) -> np.ndar
 
 def _heldout_mask(y: np.ndarray, seed: int) -> np.ndarray | None:
     """A stratified held-out share of each class (None when a class has under 5 examples)."""
-    rng = np.random.default_rng([seed, 1])
+    rng = seeds.rng(seed, "classifier.heldout")
     held = np.zeros(len(y), dtype=bool)
     for label in (0, 1):
         members = np.flatnonzero(y == label)

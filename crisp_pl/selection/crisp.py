@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crisp_pl.selection.groups import Groups
+from crisp_pl.sampling import Groups
+from crisp_pl.selection.context import SelectionContext
+from crisp_pl.selection.registry import register
 
 
 @dataclass
@@ -79,3 +81,14 @@ def crisp_groups(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clu
         "specialist_clusters": int((hist.specialist_counts > 0).sum()),
     }
     return Groups.from_labels("pool", pool_labels, hist.p_specialist, info), hist
+
+
+@register("crisp", needs={"clusters"},
+          settings=lambda cfg: {"level": cfg.cluster.level, "smoothing": cfg.selection.smoothing})
+def select(ctx: SelectionContext) -> Groups:
+    """Pool clusters of one tree level weighted by the specialist histogram P(c|Ds)."""
+    level = ctx.cfg.cluster.level
+    groups, hist = crisp_groups(ctx.pool_labels[:, level], ctx.specialist_labels[:, level],
+                                ctx.cfg.cluster.levels[level], ctx.cfg.selection.smoothing)
+    ctx.artifacts["histogram.csv"] = hist.table()
+    return groups

@@ -47,17 +47,31 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from crisp_pl.config import AuxLMConfig, DogeConfig, TrainConfig
-from crisp_pl.selection.groups import Groups
-from crisp_pl.selection.seeds import child_seed
+from crisp_pl import seeds
+from crisp_pl.config import AuxLMConfig, DogeConfig, TrainConfig, to_dict
+from crisp_pl.model.gpt import GPT, GPTConfig
+from crisp_pl.sampling import Groups
+from crisp_pl.selection.context import SelectionContext
+from crisp_pl.selection.registry import register
+from crisp_pl.training.schedule import lr_factor, param_groups
+
+
+@register("doge", needs={"clusters"},
+          settings=lambda cfg: {"doge": to_dict(cfg.selection.doge), "aux_lm": to_dict(cfg.selection.aux_lm),
+                                "seed": cfg.selection.seed})
+def select(ctx: SelectionContext) -> Groups:
+    """Clusters of a coarse tree level weighted by a proxy GPT's gradient alignment with the specialist set."""
+    sel = ctx.cfg.selection
+    level = sel.doge.level
+    groups, trajectory = doge_groups(ctx.pool, ctx.pool_labels[:, level], ctx.cfg.cluster.levels[level], ctx.specialist,
+                                     sel.doge, sel.aux_lm, ctx.seed)
+    ctx.artifacts["doge_weights.npy"] = trajectory
+    return groups
 
 
 def doge_groups(pool_store, pool_labels: np.ndarray, num_clusters: int, specialist_store, cfg: DogeConfig,
                 proxy: AuxLMConfig, seed: int) -> tuple[Groups, np.ndarray]:
     """Pool clusters weighted by DoGE's averaged domain weights, and the (steps, K) alpha trajectory."""
-    from crisp_pl.model.gpt import GPT, GPTConfig
-    from crisp_pl.model.module import lr_factor, param_groups
-
     started = time.perf_counter()
     labels = np.asarray(pool_labels, dtype=np.int64)
     _validate(pool_store, labels, num_clusters, specialist_store, cfg, proxy)
@@ -69,11 +83,11 @@ def doge_groups(pool_store, pool_labels: np.ndarray, num_clusters: int, speciali
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with torch.random.fork_rng(devices=[]):  # seeds the proxy's init without touching the global RNG
-        torch.manual_seed(child_seed(seed, 0))
+        torch.manual_seed(seeds.stream_seed(seed, "doge.proxy"))
         gpt = GPT(GPTConfig.from_name(proxy.size, block_size=length)).to(device)
     defaults = TrainConfig()  # weight decay, clipping and lr floor as the other auxiliary LMs
     optimizer = torch.optim.AdamW(param_groups(gpt, defaults.weight_decay), lr=proxy.lr, betas=(0.9, 0.95))
-    rng = np.random.default_rng(child_seed(seed, 1))
+    rng = seeds.rng(seed, "doge.draws")
 
     alpha = np.zeros(num_clusters)
     alpha[domains] = 1.0 / len(domains)

@@ -39,12 +39,29 @@ from pathlib import Path
 
 import numpy as np
 
-from crisp_pl.config import DSIRConfig
+from crisp_pl import seeds
+from crisp_pl.config import DSIRConfig, to_dict
+from crisp_pl.sampling import Groups
+from crisp_pl.selection.context import SelectionContext
 from crisp_pl.selection.filtering import filter_groups, kept_count, top_k
-from crisp_pl.selection.groups import Groups
+from crisp_pl.selection.registry import register
 
 MIN_EXAMPLE_LENGTH = 0  # words; see the module docstring
 TEXT_BATCH = 4096  # windows decoded at a time when writing the jsonl files
+
+
+def _settings(cfg) -> dict:
+    dsir = {k: v for k, v in to_dict(cfg.selection.dsir).items() if k != "num_proc"}  # processes do not change weights
+    return {"keep_fraction": cfg.selection.keep_fraction, "seed": cfg.selection.seed, "dsir": dsir}
+
+
+@register("dsir", settings=_settings)
+def select(ctx: SelectionContext) -> Groups:
+    """One group: pool windows resampled by DSIR's hashed n-gram importance weights."""
+    groups, scores = dsir_groups(ctx.pool, ctx.specialist, ctx.cfg.selection.dsir, ctx.cfg.selection.keep_fraction,
+                                 ctx.seed, ctx.work_dir)
+    ctx.artifacts["scores.npy"] = scores
+    return groups
 
 
 def dsir_groups(pool_store, specialist_store, cfg: DSIRConfig, keep_fraction: float, seed: int,
@@ -85,7 +102,7 @@ def dsir_groups(pool_store, specialist_store, cfg: DSIRConfig, keep_fraction: fl
 
     # Gumbel top-k: adding Gumbel noise to log weights and keeping the k largest samples k windows
     # without replacement with probability proportional to the weights (the package's resample()).
-    noisy = log_weights + np.random.default_rng([seed, 3]).gumbel(size=n_pool)
+    noisy = log_weights + seeds.rng(seed, "dsir.gumbel").gumbel(size=n_pool)
     selected = top_k(noisy, np.arange(n_pool), k)
     info = {"kept_windows": k, "keep_fraction": k / n_pool, "aux_flops": 0.0, "aux_seconds": time.perf_counter() - started,
             "log_weight_mean_kept": float(log_weights[selected].mean()), "log_weight_mean_pool": float(log_weights.mean())}

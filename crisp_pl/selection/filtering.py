@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crisp_pl.selection.groups import Groups
+from crisp_pl.sampling import Groups
 
 
 def kept_count(keep_fraction: float, n_candidates: int) -> int:

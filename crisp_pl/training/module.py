@@ -2,51 +2,25 @@
 
 Batches are LongTensor token windows (B, L): the model reads batch[:, :-1] and predicts
 batch[:, 1:]. The optimizer is AdamW (betas 0.9 / 0.95, weight decay on matrices only) with a
-per-step schedule: linear warmup, then cosine decay to lr * min_lr_ratio at max_steps. Gradient
-clipping is the Trainer's (`trainer_kwargs`). A checkpoint holds the GPTConfig, so `load_gpt`
-rebuilds the plain network from the file alone.
+per-step schedule (`schedule.lr_factor`): linear warmup, then cosine decay to lr * min_lr_ratio at
+max_steps. Gradient clipping is the Trainer's (`trainer.build_trainer`). A checkpoint holds the
+GPTConfig, so `crisp_pl.model.checkpoint.load_gpt` rebuilds the plain network from the file alone.
 
     >>> module = GPTModule(GPT(GPTConfig.from_name("tiny", block_size=256)), train_config)
-    >>> L.Trainer(**trainer_kwargs(train_config)).fit(module, loader)
+    >>> build_trainer(train_config).fit(module, datamodule=data)
     >>> gpt = load_gpt("final.ckpt")
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from pathlib import Path
 
 import lightning as L
 import torch
 
 from crisp_pl.config import TrainConfig
-from crisp_pl.model.gpt import GPT, GPTConfig
-
-
-def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the peak lr at optimizer step `step` (0-based).
-
-    Linear warmup (step + 1) / warmup_steps, so step 0 already moves and step warmup_steps - 1 is at
-    the peak; then cosine from 1 at step warmup_steps down to min_lr_ratio at max_steps, flat after.
-    E.g. warmup 10, max 110, ratio 0.1: step 0 -> 0.1, step 9 -> 1.0, step 10 -> 1.0, 60 -> 0.55, 110 -> 0.1.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if step >= max_steps:
-        return min_lr_ratio
-    progress = (step - warmup_steps) / (max_steps - warmup_steps)  # in [0, 1)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """nanoGPT's rule: parameters with dim >= 2 (matmul weights and embeddings) decay; LayerNorm
-    weights and biases do not. Tied parameters appear once."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+from crisp_pl.model.gpt import GPT
+from crisp_pl.training.schedule import lr_factor, param_groups
 
 
 class GPTModule(L.LightningModule):
@@ -105,43 +79,3 @@ class GPTModule(L.LightningModule):
         counters = checkpoint.get("crisp_counters", {})
         self.tokens_seen = counters.get("tokens_seen", 0)
         self.flops_seen = counters.get("flops_seen", 0.0)
-
-
-def trainer_kwargs(train: TrainConfig) -> dict:
-    """The `lightning.Trainer` arguments a TrainConfig decides; callers add logger, callbacks, validation."""
-    on_cuda = torch.cuda.is_available() and train.accelerator in ("auto", "gpu", "cuda")
-    precision = train.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if on_cuda else "32-true"
-    return {
-        "max_steps": train.max_steps,
-        "gradient_clip_val": train.grad_clip,
-        "gradient_clip_algorithm": "norm",
-        "precision": precision,
-        "accelerator": train.accelerator,
-        "devices": train.devices,
-        "num_nodes": train.num_nodes,
-        "strategy": train.strategy,
-        "log_every_n_steps": train.log_every,
-        # Deterministic kernels are nearly free on the CPU; on GPU they cost speed (and flash
-        # attention's backward has none), so there runs stay seeded but not bitwise reproducible.
-        "deterministic": False if on_cuda else "warn",
-        "benchmark": False,
-    }
-
-
-def load_gpt(checkpoint_path: str | Path) -> GPT:
-    """The plain GPT stored in a checkpoint written by a Trainer fitting a GPTModule (on the CPU, eval mode)."""
-    path = Path(checkpoint_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "gpt_config" not in hparams:
-        raise ValueError(f"{path}: not a GPTModule checkpoint (no `gpt_config` in its hyper_parameters)")
-    gpt = GPT(GPTConfig(**hparams["gpt_config"]))
-    # Keys are "gpt.<name>" in the module; "_orig_mod." appears when the GPT was wrapped by torch.compile.
-    state = {k.removeprefix("gpt.").replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()
-             if k.startswith("gpt.")}
-    gpt.load_state_dict(state)
-    return gpt.eval()

@@ -19,8 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from crisp_pl.cache import Stage, StageCache
+from crisp_pl import seeds
+from crisp_pl.cache import CacheEntry, StageCache
+from crisp_pl.cluster import ClusterTree
 from crisp_pl.config import RunConfig, to_dict
+from crisp_pl.corpus.tasks import load_corpus, load_task_documents, split_task
+from crisp_pl.corpus.windows import WindowStore, build_windows
+from crisp_pl.embed import embed_windows, load_embeddings
 
 TASK_SPLITS = ("train", "validation", "test")
 
@@ -32,13 +37,10 @@ def _task_inputs(cfg: RunConfig) -> dict:
     return task
 
 
-def pool_stage(cache: StageCache, cfg: RunConfig) -> Stage:
+def pool_stage(cache: StageCache, cfg: RunConfig) -> CacheEntry:
     """The generalist pool's windows. When the task's domain is held out (corpus.holdout, or the task's
     own extra sources), the pool does not depend on the task, and every task of a study shares it
     (and its embeddings and tree)."""
-    from crisp_pl.corpus.tasks import load_corpus, split_task
-    from crisp_pl.corpus.windows import build_windows
-
     held = set(cfg.corpus.holdout) | {s.name for s in cfg.task.extra_sources}
     shared = set(cfg.task.sources) <= held
     inputs = {"corpus": to_dict(cfg.corpus), "tokenizer": "gpt2"}
@@ -57,11 +59,8 @@ def pool_stage(cache: StageCache, cfg: RunConfig) -> Stage:
     return cache.run("pool", inputs, build)
 
 
-def task_stage(cache: StageCache, cfg: RunConfig) -> Stage:
+def task_stage(cache: StageCache, cfg: RunConfig) -> CacheEntry:
     """The specialist task's train / validation / test windows."""
-    from crisp_pl.corpus.tasks import load_task_documents, split_task
-    from crisp_pl.corpus.windows import build_windows
-
     inputs = {"corpus": to_dict(cfg.corpus), "task": _task_inputs(cfg), "tokenizer": "gpt2"}
 
     def build(out: Path) -> None:
@@ -77,10 +76,7 @@ def task_stage(cache: StageCache, cfg: RunConfig) -> Stage:
     return cache.run("task", inputs, build)
 
 
-def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: Stage, split: str) -> Stage:
-    from crisp_pl.corpus.windows import WindowStore
-    from crisp_pl.embed import embed_windows
-
+def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: CacheEntry, split: str) -> CacheEntry:
     embed = to_dict(cfg.embed)
     for key in ("batch_size", "device"):
         embed.pop(key)
@@ -93,10 +89,7 @@ def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: Stage, split: s
     return cache.run("embeddings", inputs, build)
 
 
-def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: Stage) -> Stage:
-    from crisp_pl.cluster import ClusterTree
-    from crisp_pl.embed import load_embeddings
-
+def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: CacheEntry) -> CacheEntry:
     cluster = to_dict(cfg.cluster)
     cluster.pop("level")  # which level weights the sampling does not change the tree
     inputs = {"embeddings": pool_embeddings.key, "cluster": cluster}
@@ -107,38 +100,62 @@ def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: Stage) -> Sta
     return cache.run("tree", inputs, build)
 
 
-def labels_stage(cache: StageCache, tree: Stage, embeddings: Stage) -> Stage:
-    from crisp_pl.cluster import ClusterTree
-    from crisp_pl.embed import load_embeddings
-
+def labels_stage(cache: StageCache, tree: CacheEntry, embeddings: CacheEntry) -> CacheEntry:
     def build(out: Path) -> None:
         np.save(out / "labels.npy", ClusterTree.load(tree.path / "tree.npz").assign(load_embeddings(embeddings.path)))
 
     return cache.run("labels", {"tree": tree.key, "embeddings": embeddings.key}, build)
 
 
+def specialist_subset(n_train: int, cfg: RunConfig) -> np.ndarray:
+    """Indices of the specialist train windows in use (a seeded subset when `task.max_train_windows` caps them)."""
+    cap = cfg.task.max_train_windows
+    if cap is None or cap >= n_train:
+        return np.arange(n_train)
+    return np.sort(seeds.rng(cfg.task.seed, "specialist_subset").permutation(n_train)[:cap])
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The window stores of one run: the generalist pool and the task's splits (validation is optional)."""
+
+    pool: WindowStore
+    train: WindowStore
+    validation: WindowStore | None
+    test: WindowStore
+
+    def __getitem__(self, name: str) -> WindowStore | None:
+        """By split name, as `Groups.store` names the store its members index."""
+        if name not in ("pool", *TASK_SPLITS):
+            raise KeyError(name)
+        return getattr(self, name)
+
+
 @dataclass
 class Prepared:
     """What a training run needs from the data path, with the keys that produced it."""
 
-    pool: Stage
-    task: Stage
-    stores: dict
+    pool: CacheEntry
+    task: CacheEntry
+    stores: Stores
     keys: dict[str, str] = field(default_factory=dict)
-    embeddings: dict[str, Stage] = field(default_factory=dict)  # split -> stage (pool, train)
-    tree: Stage | None = None
-    label_stages: tuple = ()  # (pool, train) label stages
-    pool_labels: np.ndarray | None = None  # (n_pool, levels)
-    train_labels: np.ndarray | None = None  # (n_train, levels)
+    """Data stage name -> cache key, for the stages this run used (logged as tags, hashed downstream)."""
+    embeddings: dict[str, CacheEntry] = field(default_factory=dict)
+    """`pool` and `train` -> their embeddings entry, when the method needs embeddings."""
+    tree: CacheEntry | None = None
+    label_stages: tuple[CacheEntry, ...] = ()
+    """(pool, train) label entries, when the method needs clusters."""
+    pool_labels: np.ndarray | None = None
+    """(n_pool, levels) cluster id of every pool window at every level."""
+    train_labels: np.ndarray | None = None
+    """(n_train, levels) the same for every specialist train window."""
 
 
 def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, need_clusters: bool = False) -> Prepared:
     """Run (or reuse) every data stage a method needs: embeddings and the tree only when it uses them."""
-    from crisp_pl.corpus.windows import WindowStore
-
     pool, task = pool_stage(cache, cfg), task_stage(cache, cfg)
-    stores = {"pool": WindowStore(pool.path / "pool")}
-    stores.update({split: WindowStore(task.path / split) if (task.path / split).is_dir() else None for split in TASK_SPLITS})
+    splits = {split: WindowStore(task.path / split) if (task.path / split).is_dir() else None for split in TASK_SPLITS}
+    stores = Stores(pool=WindowStore(pool.path / "pool"), **splits)
     prepared = Prepared(pool, task, stores, {"pool": pool.key, "task": task.key})
     if need_embeddings or need_clusters:
         prepared.embeddings = {"pool": embeddings_stage(cache, cfg, pool, "pool"), "train": embeddings_stage(cache, cfg, task, "train")}

@@ -1,0 +1,68 @@
+"""One grid point, end to end: the list of stages it passes through.
+
+`run_point` returns the metrics and artifacts of one run; it knows nothing of studies or MLflow
+parents (crisp_pl.study does that). Every stage is cached (crisp_pl.cache), so a finished point is
+never recomputed and a killed one resumes at the stage it was in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crisp_pl.cache import StageCache
+from crisp_pl.config import RunConfig
+from crisp_pl.costs import point_costs
+from crisp_pl.sampling import Groups, repetition_stats
+from crisp_pl.selection import get_method
+from crisp_pl.stages.data import prepare
+from crisp_pl.stages.evaluation import eval_stage, load_metrics
+from crisp_pl.stages.selection import selection_cost, selection_stage
+from crisp_pl.stages.training import TrainRecord, finetune_stage, train_stage
+
+
+@dataclass
+class PointResult:
+    metrics: dict[str, float]
+    keys: dict[str, str]
+    """Stage name -> cache key of every stage the point used."""
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    """Artifact name -> file (the model checkpoint under `checkpoint`)."""
+
+
+def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResult:
+    """Prepare data, select, train (and fine-tune), evaluate one configuration; return its metrics.
+
+    `make_logger(prefix)` gives the Lightning logger of a training stage: "" for pretraining,
+    "finetune" for fine-tuning (so its step-indexed curves do not overwrite pretraining's)."""
+    started = time.perf_counter()
+    logger = make_logger or (lambda prefix: None)
+    method = get_method(cfg.selection.method)
+
+    prepared = prepare(cache, cfg, need_embeddings=method.needs_embeddings, need_clusters=method.needs_clusters)
+    selection = selection_stage(cache, cfg, prepared)
+    pretrained = train_stage(cache, cfg, prepared, selection, logger(""))
+    model = finetune_stage(cache, cfg, prepared, pretrained, logger("finetune")) if cfg.finetune.enabled else pretrained
+    evaluation = eval_stage(cache, cfg, prepared, model)
+
+    groups = Groups.load(selection.path)
+    trained = TrainRecord.load(pretrained)
+    metrics = {f"test/{k}": v for k, v in load_metrics(evaluation).items()}
+    metrics.update(trained.metrics("train/final_"))
+    train_flops, train_seconds = trained.flops, trained.train_seconds
+    if cfg.finetune.enabled:
+        tuned = TrainRecord.load(model)
+        metrics.update(tuned.metrics("finetune/"))
+        train_flops, train_seconds = train_flops + tuned.flops, train_seconds + tuned.train_seconds
+    metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
+    metrics.update(repetition_stats(groups, cfg.train.max_steps * cfg.train.batch_size, cfg.train.seed, trained.devices))
+    selection_flops, selection_seconds = selection_cost(cfg, prepared, selection, groups.info)
+    metrics.update(point_costs(selection_flops=selection_flops, selection_seconds=selection_seconds, train_flops=train_flops,
+                               train_seconds=train_seconds, train_devices=trained.devices))
+    metrics["time/point_seconds"] = time.perf_counter() - started
+
+    keys = dict(prepared.keys, selection=selection.key, train=pretrained.key, model=model.key, eval=evaluation.key)
+    artifacts = {p.name: p for p in selection.path.iterdir() if p.suffix in (".csv", ".npy")}
+    artifacts.update({p.name: p for p in evaluation.path.glob("*.json")})
+    return PointResult(metrics, keys, dict(artifacts, checkpoint=model.path / "final.ckpt"))

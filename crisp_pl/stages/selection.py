@@ -1,0 +1,77 @@
+"""The selection stage: one registered method's groups, computed once and cached like every data stage.
+
+The method comes from the registry (crisp_pl.selection); this stage builds its `SelectionContext`
+from the data stages it declared it needs, runs `select(ctx)`, and saves the result. The key hashes
+the method's name, the keys of the data it reads and the settings it declared, nothing else.
+
+The stage folder holds `groups.npz` + `groups.json` (the Groups, its info with the method's own
+cost: `aux_flops`, `aux_seconds`) and the method's artifacts: `histogram.csv` (CRISP),
+`scores.npy` (one score per pool window, for the filters) or `doge_weights.npy` (DoGE's weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from crisp_pl.cache import CacheEntry, StageCache
+from crisp_pl.config import RunConfig
+from crisp_pl.costs import embedding_flops, kmeans_flops
+from crisp_pl.embed import load_embeddings
+from crisp_pl.selection import Method, SelectionContext, get_method
+from crisp_pl.stages.data import Prepared, specialist_subset
+
+
+def selection_inputs(cfg: RunConfig, prepared: Prepared, method: Method) -> dict:
+    """What a method's groups depend on: its name and settings, and the keys of the data it reads."""
+    inputs = {"method": method.name, "pool": prepared.keys["pool"], **method.settings(cfg)}
+    if method.targeted:
+        inputs.update(task=prepared.keys["task"], max_train_windows=cfg.task.max_train_windows)
+    if method.needs_embeddings:
+        inputs.update(pool_embeddings=prepared.keys["pool_embeddings"], train_embeddings=prepared.keys["train_embeddings"])
+    if method.needs_clusters:
+        inputs["tree"] = prepared.keys["tree"]
+    return inputs
+
+
+def selection_context(cfg: RunConfig, prepared: Prepared, method: Method, work_dir: Path) -> SelectionContext:
+    stores = prepared.stores
+    subset = specialist_subset(len(stores.train), cfg)
+    ctx = SelectionContext(cfg, stores.pool, stores.train.subset(subset), subset, stores.validation, work_dir)
+    if method.needs_embeddings:
+        ctx.pool_embeddings = load_embeddings(prepared.embeddings["pool"].path)
+        ctx.specialist_embeddings = load_embeddings(prepared.embeddings["train"].path)[subset]
+    if method.needs_clusters:
+        ctx.pool_labels, ctx.specialist_labels = prepared.pool_labels, prepared.train_labels[subset]
+    return ctx
+
+
+def selection_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared) -> CacheEntry:
+    method = get_method(cfg.selection.method)
+
+    def build(out: Path) -> None:
+        ctx = selection_context(cfg, prepared, method, out / "work")
+        groups = method.select(ctx)
+        groups.save(out)
+        for name, value in ctx.artifacts.items():
+            if name.endswith(".csv"):
+                value.to_csv(out / name, index=False)
+            else:
+                np.save(out / name, value)
+
+    return cache.run("selection", selection_inputs(cfg, prepared, method), build)
+
+
+def selection_cost(cfg: RunConfig, prepared: Prepared, selection: CacheEntry, info: dict) -> tuple[float, float]:
+    """(FLOPs, seconds) of the data stages the method uses and of the selection itself."""
+    method = get_method(cfg.selection.method)
+    flops, stages = float(info.get("aux_flops", 0.0)), [selection]
+    if method.needs_embeddings:
+        chunks = 1.0 if cfg.embed.long_window == "truncate" else 5.0  # mean_chunks: ~5 chunks per 1024-token window
+        flops += embedding_flops(len(prepared.stores.pool) + len(prepared.stores.train), cfg.embed, chunks)
+        stages += prepared.embeddings.values()
+    if method.needs_clusters:
+        flops += kmeans_flops(len(prepared.stores.pool), cfg.cluster)
+        stages += [prepared.tree, *prepared.label_stages]
+    return flops, sum(stage.seconds for stage in stages)

@@ -1,0 +1,98 @@
+"""The one place a Lightning Trainer is built: pretraining, fine-tuning and the auxiliary LMs of
+selection methods all train through `build_trainer`, so they share precision, clipping,
+determinism and the sampler contract (our GroupSampler, never Lightning's distributed sampler).
+
+`fit_resumable` (pretraining: periodic checkpoints, exact resume) and `fit_early_stopped`
+(fine-tuning: keep the best validation checkpoint) are the two ways a stage fits a model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from crisp_pl.config import TrainConfig
+
+
+def trainer_kwargs(train: TrainConfig) -> dict:
+    """The `lightning.Trainer` arguments a TrainConfig decides; callers add logger, callbacks, validation."""
+    on_cuda = torch.cuda.is_available() and train.accelerator in ("auto", "gpu", "cuda")
+    precision = train.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if on_cuda else "32-true"
+    return {
+        "max_steps": train.max_steps,
+        "gradient_clip_val": train.grad_clip,
+        "gradient_clip_algorithm": "norm",
+        "precision": precision,
+        "accelerator": train.accelerator,
+        "devices": train.devices,
+        "num_nodes": train.num_nodes,
+        "strategy": train.strategy,
+        "log_every_n_steps": train.log_every,
+        # Deterministic kernels are nearly free on the CPU; on GPU they cost speed (and flash
+        # attention's backward has none), so there runs stay seeded but not bitwise reproducible.
+        "deterministic": False if on_cuda else "warn",
+        "benchmark": False,
+    }
+
+
+def build_trainer(train: TrainConfig, *, validate_every: int | None = None, logger=None,
+                  callbacks: Sequence[Callback] = (), root: str | Path | None = None) -> L.Trainer:
+    """A Trainer for `train`; validation every `validate_every` steps (None: no validation loop).
+
+    Checkpointing is on exactly when a ModelCheckpoint callback is given; `root` is the Trainer's
+    default folder (None: the working directory, unused when nothing is logged or checkpointed).
+    """
+    validation = ({"limit_val_batches": 0} if validate_every is None else
+                  {"val_check_interval": min(validate_every, train.max_steps), "check_val_every_n_epoch": None})
+    return L.Trainer(**trainer_kwargs(train), **validation, logger=logger if logger is not None else False,
+                     callbacks=list(callbacks), enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+                     use_distributed_sampler=False, enable_model_summary=False, default_root_dir=root)
+
+
+def mlflow_logger(tracking_uri: str, run_id: str, prefix: str = ""):
+    """Lightning's MLflow logger writing step metrics into an existing MLflow run."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id, prefix=prefix)
+
+
+def fit_resumable(make_module: Callable[[], L.LightningModule], data: L.LightningDataModule, train: TrainConfig,
+                  folder: Path, *, validate_every: int | None, logger=None) -> tuple[L.Trainer, L.LightningModule]:
+    """Seed with `train.seed`, build the module (so its initialization follows the seed) and fit it,
+    checkpointing every `train.checkpoint_every` steps under `folder/checkpoints` and resuming from
+    the last one if a killed attempt left it; writes `folder/final.ckpt`."""
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    module = make_module()
+    checkpoints = folder / "checkpoints"
+    resume = checkpoints / "last.ckpt"
+    saver = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=train.checkpoint_every, save_last=True, save_top_k=0)
+    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver])
+    trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
+    trainer.save_checkpoint(folder / "final.ckpt")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return trainer, module
+
+
+def fit_early_stopped(make_module: Callable[[], L.LightningModule], data: L.LightningDataModule, train: TrainConfig,
+                      folder: Path, *, validate_every: int, patience: int,
+                      logger=None) -> tuple[L.Trainer, L.LightningModule, float]:
+    """Seed, build the module and fit it until the validation loss stops improving for `patience`
+    checks; the best checkpoint becomes `folder/final.ckpt`. Returns the trainer, the module and
+    the best validation loss."""
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    module = make_module()
+    best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/loss", mode="min", save_top_k=1)
+    stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience)
+    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[best, stop])
+    trainer.fit(module, datamodule=data)
+    os.replace(best.best_model_path, folder / "final.ckpt")
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    return trainer, module, float(best.best_model_score)

@@ -1,10 +1,18 @@
 """Figures and tables of a study, drawn from DataFrames (read back from MLflow by the caller).
 
-For each study: per task, a bar chart of the held-out specialist perplexity per point (and of
-multiple-choice accuracy for MCQ tasks, with chance marked), the validation loss curves, the CRISP
-histograms P(c|Ds) against P(c|Dg), and a markdown table with every point's selection and
-training cost; all in one folder (the runner picks results/figures/STUDY-SCALE/). Metric names
-match MLflow's (`test/TASK/ppl`, `test/arc_easy/acc`, `cost/selection_flops`).
+For each study: per task, a bar chart of the held-out specialist perplexity per group (and of
+multiple-choice accuracy for MCQ tasks, with the chance level `test/TASK/chance` marked when the
+runs logged it), the validation loss curves, the CRISP histograms P(c|Ds) against P(c|Dg), and
+`results.md`: per task, each group's mean ± standard error over seeds with its selection and
+training cost, the paired differences (same seed against same seed) of every group against the
+task's generalist and against its CRISP, and every run. All in one folder (the runner picks
+results/figures/STUDY-SCALE/). Metric names match MLflow's (`test/TASK/ppl`, `test/arc_easy/acc`,
+`cost/selection_flops`).
+
+A group is a point without its seed (column `group`; `seed` its replicate): bars are the mean over
+its seeds, error bars one standard error (none with a single seed), dots the seeds themselves.
+The statistics are in analysis/stats.py. DataFrames without `group` / `seed` columns draw with
+every point its own group of one seed.
 
 This module knows nothing of MLflow or the study runner: `crisp figures` hands it
 `StudyRunner.results()`, and any DataFrames of the same columns draw the same way.
@@ -18,41 +26,91 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on these machines
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from analysis.stats import (  # noqa: E402
+    format_mean_se,
+    groups,
+    paired_differences,
+    reference_groups,
+    summarize,
+)
 
 
 def short_label(point: str) -> str:
-    """`selection.method=crisp,train.lr=0.001` -> `crisp\n0.001`: the point's values, one per line (the task left out)."""
-    parts = [part for part in point.split(",") if not part.startswith("task=")]
+    """`selection.method=crisp,train.lr=0.001` -> `crisp\n0.001`: the point's values, one per line (task and seed left out)."""
+    parts = [part for part in point.split(",") if not part.startswith(("task=", "seed="))]
     return "\n".join(part.split("=", 1)[-1] for part in parts) or point
 
 
-CHANCE = {"arc_easy": 0.25, "arc_challenge": 0.25, "mmlu": 0.25, "sciq": 0.25}  # 4 choices each
+def with_groups(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with `group` and `seed` columns: each point its own group of seed 0 where they are missing."""
+    runs = runs.copy()
+    if "group" not in runs:
+        runs["group"] = runs["point"]
+    if "seed" not in runs:
+        runs["seed"] = 0
+    return runs
+
+
+def chance_level(runs: pd.DataFrame, task: str) -> float | None:
+    """The chance accuracy the runs of `task` logged (`test/TASK/chance`: mean of 1 / choices over the
+    questions scored), averaged over the runs that logged it; None when none did."""
+    column = f"test/{task}/chance"
+    if column not in runs or runs[column].isna().all():
+        return None
+    return float(runs[column].mean())
+
+
+def _draw_groups(ax, runs: pd.DataFrame, column: str, offset: float, width: float, color: str, label: str | None,
+                 seeds_label: bool) -> None:
+    """One bar per group at x = its index + offset: the mean over seeds, a ±1 SE error bar (n >= 2), a dot per seed."""
+    summary = summarize(runs, column)
+    x = np.arange(len(summary)) + offset
+    bars = ax.bar(x, summary["mean"].fillna(0), width=width, color=color, alpha=0.75, label=label)
+    if column.endswith("/ppl"):
+        ax.bar_label(bars, labels=[format_mean_se(m) for m in summary["mean"]], fontsize=7, label_type="center")
+    spread = summary["se"].notna().to_numpy()
+    if spread.any():
+        ax.errorbar(x[spread], summary["mean"][spread], yerr=summary["se"][spread], fmt="none", ecolor="black",
+                    elinewidth=1, capsize=3, zorder=3)
+    for i, group in enumerate(summary["group"]):
+        values = runs.loc[runs["group"] == group, column].dropna().to_numpy(dtype=float)
+        # the seeds to the right of the error bar, spread a little so equal values stay visible
+        jitter = np.linspace(-width / 10, width / 10, len(values)) if len(values) > 1 else np.zeros(len(values))
+        ax.scatter(x[i] + width / 4 + jitter, values, s=10, color="black", zorder=4, label="seeds" if i == 0 and seeds_label else None)
 
 
 def metric_bars(runs: pd.DataFrame, out: Path) -> Path:
-    """Per task: test perplexity per point; for MCQ tasks also acc and acc_norm against chance."""
+    """Per task: test perplexity per group; for MCQ tasks also acc and acc_norm, against chance when logged.
+
+    Bars: mean over seeds; error bars: ±1 standard error (only where a group has two or more seeds);
+    dots: the individual seeds."""
+    runs = with_groups(runs)
     panels = []
-    for task, group in runs.groupby("task", sort=False):
-        panels.append((task, group, f"test/{task}/ppl", "perplexity (lower is better)"))
-        if f"test/{task}/acc" in group and group[f"test/{task}/acc"].notna().any():
-            panels.append((task, group, f"test/{task}/acc", "accuracy (higher is better)"))
-    width = 1.6 + 0.9 * max(len(g) for _, g, _, _ in panels)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.2 * len(panels)), squeeze=False)
-    for ax, (task, group, column, ylabel) in zip(axes[:, 0], panels):
-        labels = group["point"].map(short_label)
-        if column.endswith("/acc"):
-            x = range(len(group))
-            ax.bar([i - 0.2 for i in x], group[column], width=0.4, label="acc")
-            ax.bar([i + 0.2 for i in x], group[f"test/{task}/acc_norm"], width=0.4, label="acc_norm")
-            ax.axhline(CHANCE.get(task, 0.25), color="gray", linestyle="--", label="chance")
-            ax.set_xticks(list(x), labels)
-            ax.legend(fontsize=8)
-        else:
-            ax.bar_label(ax.bar(labels, group[column], color="tab:blue"), fmt="%.1f", fontsize=8)
+    for task, rows in runs.groupby("task", sort=False):
+        panels.append((task, rows, [f"test/{task}/ppl"], "perplexity (lower is better)"))
+        if f"test/{task}/acc" in rows and rows[f"test/{task}/acc"].notna().any():
+            columns = [c for c in (f"test/{task}/acc", f"test/{task}/acc_norm") if c in rows and rows[c].notna().any()]
+            panels.append((task, rows, columns, "accuracy (higher is better)"))
+    width = max(5.5, 1.6 + 0.9 * max(len(groups(rows)) for _, rows, _, _ in panels))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.4 * len(panels)), squeeze=False)
+    for ax, (task, rows, columns, ylabel) in zip(axes[:, 0], panels):
+        names = groups(rows)
+        bar = 0.8 / len(columns)
+        for j, column in enumerate(columns):
+            name = column.rsplit("/", 1)[-1]
+            _draw_groups(ax, rows, column, (j - (len(columns) - 1) / 2) * bar, bar, f"C{j}", name if len(columns) > 1 else None, j == 0)
+        chance = chance_level(rows, task) if ylabel.startswith("accuracy") else None
+        if chance is not None:
+            ax.axhline(chance, color="gray", linestyle="--", label=f"chance ({chance:.3f})")
+        n = rows.groupby("group", sort=False)["seed"].nunique()
+        ax.set_xticks(range(len(names)), [f"{short_label(g)}\n(n={n[g]})" for g in names])
+        ax.legend(fontsize=7)
         ax.margins(y=0.12)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{task}: {column}")
+        ax.set_title(f"{task}: {' / '.join(c.rsplit('/', 1)[-1] for c in columns)} (mean over seeds, ±1 SE, dots: seeds)", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -61,18 +119,25 @@ def metric_bars(runs: pd.DataFrame, out: Path) -> Path:
 
 
 def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> Path:
-    """Per task: val/loss against step for each point; `curves` is long form (run_id, step, value)."""
+    """Per task: val/loss against step, one colour per group, one line per seed; `curves` is long form (run_id, step, value)."""
+    runs = with_groups(runs)
     tasks = list(dict.fromkeys(runs["task"]))
     fig, axes = plt.subplots(len(tasks), 1, figsize=(6.5, 3.6 * len(tasks)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
-        for _, row in runs[runs["task"] == task].iterrows():
-            history = curves[curves["run_id"] == row["run_id"]]
-            if len(history):
-                history = history.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run may log a step twice
-                ax.plot(history["step"], history["value"], marker="o", markersize=3, label=short_label(row["point"]).replace("\n", ", "))
+        rows = runs[runs["task"] == task]
+        for k, group in enumerate(groups(rows)):
+            labelled = False
+            for _, row in rows[rows["group"] == group].iterrows():
+                history = curves[curves["run_id"] == row["run_id"]]
+                if len(history):
+                    history = history.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run may log a step twice
+                    ax.plot(history["step"], history["value"], color=f"C{k % 10}", marker="o", markersize=3, linewidth=1, alpha=0.8,
+                            label=None if labelled else short_label(group).replace("\n", ", "))
+                    labelled = True
         ax.set_xlabel("optimizer step (pretraining and fine-tuning log on their own step counts)")
         ax.set_ylabel(f"val/loss ({task} validation)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # runs without a validation set log no curve
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -100,16 +165,91 @@ def histograms(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
     return paths
 
 
+def _quality_columns(task: str) -> dict[str, str]:
+    """Metric -> table heading of the quality metrics: mean ± SE per group, paired differences against references."""
+    return {f"test/{task}/ppl": "test ppl", f"test/{task}/acc": "acc", f"test/{task}/acc_norm": "acc_norm"}
+
+
+def _cost_columns(task: str) -> dict[str, str]:
+    """Metric -> table heading of what is reported as a plain mean over seeds."""
+    return {f"test/{task}/chance": "chance", f"test/{task}/n": "questions", "cost/selection_flops": "selection FLOPs",
+            "cost/selection_hours": "selection h", "cost/train_flops": "train FLOPs", "cost/total_flops": "total FLOPs",
+            "train/final_tokens": "train tokens", "data/unique_windows": "unique windows", "data/max_repeats": "max repeats"}
+
+
+def _present(rows: pd.DataFrame, columns: dict[str, str]) -> dict[str, str]:
+    return {c: name for c, name in columns.items() if c in rows and rows[c].notna().any()}
+
+
+def _seed_list(seeds) -> str:
+    return ", ".join(str(s) for s in seeds) or "-"
+
+
+def group_table(rows: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One row per group: n seeds, the seeds, quality metrics as mean ± SE, costs and repetition as means."""
+    quality, cost = _present(rows, _quality_columns(task)), _present(rows, _cost_columns(task))
+    table = pd.DataFrame({"group": groups(rows)})
+    seeds = rows.groupby("group", sort=False)["seed"].apply(lambda s: sorted(s.dropna().unique()))
+    table["n"] = [len(seeds[g]) for g in table["group"]]
+    table["seeds"] = [_seed_list(seeds[g]) for g in table["group"]]
+    for column, name in quality.items():
+        summary = summarize(rows, column)
+        table[name] = [format_mean_se(m, se) for m, se in zip(summary["mean"], summary["se"])]
+    for column, name in cost.items():
+        table[name] = [format_mean_se(m) for m in summarize(rows, column)["mean"]]
+    return table
+
+
+def paired_table(rows: pd.DataFrame, task: str, reference: str) -> pd.DataFrame:
+    """Every other group minus `reference`, same seed against same seed: n pairs, mean ± SE per quality metric."""
+    quality = _present(rows, _quality_columns(task))
+    table = None
+    for column, name in quality.items():
+        diffs = paired_differences(rows, column, reference)
+        if table is None:
+            table = pd.DataFrame({"group": diffs["group"], "n": diffs["n"], "paired seeds": diffs["seeds"].map(_seed_list)})
+            unpaired = diffs["unpaired"].map(_seed_list)
+        table[f"{name} Δ"] = [format_mean_se(m, se) for m, se in zip(diffs["mean"], diffs["se"])]
+    if table is None:
+        return pd.DataFrame()
+    table["unpaired seeds (left out)"] = unpaired
+    return table
+
+
+REFERENCES = (("the generalist", "uniform"), ("CRISP", "crisp"))  # (name, method): compared against without fine-tuning
+
+
 def results_table(runs: pd.DataFrame, out: Path) -> Path:
-    """One markdown table per task: quality, selection and training cost, data repetition."""
+    """Per task, in markdown: each group's mean ± SE over seeds with its costs; the paired differences of
+    every group against the task's generalist and CRISP (same seed against same seed); every run."""
+    runs = with_groups(runs)
     sections = []
-    for task, group in runs.groupby("task", sort=False):
-        columns = {"point": "point", f"test/{task}/ppl": "test ppl", f"test/{task}/acc": "acc", f"test/{task}/acc_norm": "acc_norm",
-                   f"test/{task}/n": "questions", "cost/selection_flops": "selection FLOPs", "cost/selection_hours": "selection h",
-                   "cost/train_flops": "train FLOPs", "cost/total_flops": "total FLOPs", "train/final_tokens": "train tokens",
-                   "data/unique_windows": "unique windows", "data/max_repeats": "max repeats"}
-        table = group[[c for c in columns if c in group and group[c].notna().any()]].rename(columns=columns)
-        sections.append(f"### {task}\n\n" + table.to_markdown(index=False, floatfmt=".4g"))
+    for task, rows in runs.groupby("task", sort=False):
+        lines = [f"### {task}", "",
+                 ("Mean ± standard error over seeds (SE = sample standard deviation / sqrt(n), n = seeds; "
+                  "no SE with one seed); costs and repetition are means over seeds."), "",
+                 group_table(rows, task).to_markdown(index=False, disable_numparse=True)]  # the text as formatted
+        for name, method in REFERENCES:
+            references = reference_groups(rows, method)
+            if not references:
+                lines += ["", f"No paired differences against {name}: no `{method}` group without fine-tuning on {task}."]
+            for reference in references:
+                table = paired_table(rows, task, reference)
+                if table.empty:
+                    continue
+                lines += ["", f"#### Paired differences against {name} (`{reference}`)", "",
+                          (f"Group minus `{reference}`, seed by seed over the seeds both ran (n pairs); mean ± SE of the "
+                           "differences. Negative ppl Δ / positive acc Δ: better than the reference. A seed only one "
+                           "side has is left out of the pairs and listed."), "",
+                          table.to_markdown(index=False, disable_numparse=True)]
+        every = {"point": "point", "group": "group", "seed": "seed"} | _present(rows, _quality_columns(task)) | _present(rows, _cost_columns(task))
+        order = {g: i for i, g in enumerate(groups(rows))}
+        each = rows.sort_values(["group", "seed"], key=lambda s: s.map(order) if s.name == "group" else s, kind="stable")[list(every)]
+        for column in list(every)[3:]:
+            each[column] = each[column].map(lambda v: format_mean_se(float(v)))
+        each["seed"] = each["seed"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
+        lines += ["", "#### Every run", "", each.rename(columns=every).to_markdown(index=False, disable_numparse=True)]
+        sections.append("\n".join(lines))
     out.write_text("\n\n".join(sections) + "\n")
     return out
 
@@ -117,8 +257,9 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
 def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
     """Every figure and table of one study into `folder`.
 
-    runs: one row per point, in plotting order: point, method, task, run_id and the final metrics.
-    curves: val/loss long form: run_id, step, value. tables: point -> CRISP histogram table.
+    runs: one row per point, in plotting order: point, group, seed, method, task, finetune, run_id and the
+    final metrics (without group / seed every point is its own group of one seed).
+    curves: val/loss long form: run_id, step, value. tables: CRISP group (or point) -> histogram table.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,19 @@ A study file (studies/NAME.yaml) holds:
     scales: {tiny: {...}, small: {...}}  # per-scale settings of this study (optional)
     variants: {crisp+ft: {selection.method: crisp, finetune.enabled: true}, ...}   # named override sets (optional)
     grid: {task: [medical, arc_easy]}    # dotted key -> values
+    seeds: [0, 1, 2]                      # replicates (optional)
 
 Points are every variant crossed with every combination of grid values, named like
-`crisp+ft,task=medical`. A point's config is, in order: RunConfig defaults <-
-configs/scales/SCALE.yaml <- includes <- config <- scales[SCALE] <- variant <- grid point <-
-`--set` overrides. A `task: NAME` value anywhere reads the preset configs/tasks/NAME.yaml. Rerunning a study finds its parent
+`crisp+ft,task=medical`, and, when the study has `seeds`, crossed with the seeds: the point
+`crisp+ft,task=medical,seed=1` sets `train.seed` and `selection.seed` to 1 (the task split's
+`task.seed` and the clustering's `cluster.seed` stay as configured, so every seed trains on the
+same data split and tree). Its group, `crisp+ft,task=medical`, is its name without the seed: what
+analysis averages over. Seeds are the outer loop, so a study stopped early holds whole replicates.
+Stages whose cache key leaves the seed out (data, embeddings, tree, the CRISP, uniform and
+specialist selections) are computed once for all seeds. A point's config is, in order: RunConfig
+defaults <- configs/scales/SCALE.yaml <- includes <- config <- scales[SCALE] <- variant <- grid
+point <- seed <- `--set` overrides (a `--set` of a seed the study's `seeds` set is an error). A
+`task: NAME` value anywhere reads the preset configs/tasks/NAME.yaml. Rerunning a study finds its parent
 run by (study, scale, hash of every point's config), skips finished points and resumes the rest.
 Every MLflow call goes through `tracking.Tracker`; `StudyRunner.results()` reads a study back as
 DataFrames (`StudyResults`) for analysis/figures.py.
@@ -39,7 +47,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
 CONFIGS_DIR = ROOT / "configs"
-STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid"}
+STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "seeds"}
+SEED_KEYS = ("train.seed", "selection.seed")  # what a study's `seeds` set; task.seed and cluster.seed stay fixed
 
 
 @dataclass
@@ -51,15 +60,21 @@ class Study:
     scales: dict = field(default_factory=dict)
     variants: dict[str, dict] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)  # empty: no seed axis, points named and configured as without the key
     path: Path | None = None
 
 
 @dataclass
 class Point:
-    name: str  # e.g. "selection.method=crisp" or "crisp+ft,task=medical"
+    name: str  # e.g. "selection.method=crisp", "crisp+ft,task=medical" or "crisp+ft,task=medical,seed=1"
     overrides: dict
     config: RunConfig
     variant: str = ""
+    seed: int | None = None  # the study seed of this point (None: the study has no `seeds`)
+    group: str = ""  # the name without the seed: the points analysis averages over
+
+    def __post_init__(self):
+        self.group = self.group or self.name
 
 
 def load_study(name_or_path: str) -> Study:
@@ -82,6 +97,16 @@ def load_study(name_or_path: str) -> Study:
     for name, overrides in data.get("variants", {}).items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"{path}: variants.{name} must be a mapping of dotted keys to values")
+    if "seeds" in data:
+        seeds = data["seeds"]
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{path}: seeds repeat a value: {seeds}")
+        overlap = [f"{where}.{key}" for where, keys in [("grid", data.get("grid", {}))]
+                   + [(f"variants.{n}", o) for n, o in data.get("variants", {}).items()] for key in keys if key in SEED_KEYS]
+        if overlap:
+            raise ConfigError(f"{path}: {overlap[0]} is set by the study's seeds ({', '.join(SEED_KEYS)}); drop one of them")
     return Study(**data, path=path)
 
 
@@ -89,8 +114,12 @@ def list_studies() -> list[Study]:
     return [load_study(str(p)) for p in sorted(STUDIES_DIR.glob("*.yaml"))]
 
 
-def points(study: Study, scale: str = "tiny", sets: list[str] | None = None) -> list[Point]:
-    """Every grid point of the study at `scale`, each with its resolved, validated config."""
+def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, with_seeds: bool = False) -> list[Point]:
+    """Every variant x grid point of the study at `scale`, each with its resolved, validated config.
+
+    `with_seeds`: crossed with the study's `seeds` as well (seeds outermost): the points a run runs.
+    Without it, one point per group, configured without the seed layer (what `crisp study show`
+    prints). A study without `seeds` gives the same list either way."""
     scale_file = CONFIGS_DIR / "scales" / f"{scale}.yaml"
     if not scale_file.is_file():
         known = ", ".join(p.stem for p in sorted((CONFIGS_DIR / "scales").glob("*.yaml")))
@@ -99,18 +128,25 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None) -> 
     layers += [study.config, study.scales.get(scale, {})]
     keys = list(study.grid)
     out = []
-    for variant, variant_overrides in (study.variants or {"": {}}).items():
-        for values in itertools.product(*(study.grid[k] for k in keys)) if keys else [()]:
-            assignment = [f"{k}={_yaml_value(v)}" for k, v in zip(keys, values)]
-            name = ",".join(([variant] if variant else []) + assignment) or "default"
-            overrides = merge(parse_set([f"{k}={_yaml_value(v)}" for k, v in variant_overrides.items()]), parse_set(assignment))
-            where = f"{study.path} point {name}"
-            config = build_run_config(*layers, overrides, parse_set(sets or []), where=where)
-            try:
-                get_method(config.selection.method)  # a typo fails at plan time, not after hours of embedding
-            except ConfigError as error:
-                raise ConfigError(f"{where}: {error}") from None
-            out.append(Point(name, overrides, config, variant))
+    for seed in study.seeds if with_seeds and study.seeds else [None]:
+        for variant, variant_overrides in (study.variants or {"": {}}).items():
+            for values in itertools.product(*(study.grid[k] for k in keys)) if keys else [()]:
+                assignment = [f"{k}={_yaml_value(v)}" for k, v in zip(keys, values)]
+                group = ",".join(([variant] if variant else []) + assignment) or "default"
+                overrides = merge(parse_set([f"{k}={_yaml_value(v)}" for k, v in variant_overrides.items()]), parse_set(assignment))
+                if seed is not None:
+                    overrides = merge(overrides, parse_set([f"{k}={seed}" for k in SEED_KEYS]))
+                name = group if seed is None else ",".join(([variant] if variant else []) + assignment + [f"seed={seed}"])
+                where = f"{study.path} point {name}"
+                config = build_run_config(*layers, overrides, parse_set(sets or []), where=where)
+                if seed is not None and (config.train.seed, config.selection.seed) != (seed, seed):
+                    raise ConfigError(f"{where}: --set overrides {' or '.join(SEED_KEYS)}, which the study's seeds set; "
+                                      f"drop the --set or the study's seeds")
+                try:
+                    get_method(config.selection.method)  # a typo fails at plan time, not after hours of embedding
+                except ConfigError as error:
+                    raise ConfigError(f"{where}: {error}") from None
+                out.append(Point(name, overrides, config, variant, seed, group))
     return out
 
 
@@ -122,9 +158,11 @@ def _yaml_value(value) -> str:
 class StudyResults:
     """What a study's figures need, read back from MLflow as plain DataFrames (no MLflow objects)."""
 
-    runs: pd.DataFrame  # one row per finished point, in the study's point order: point, method, task, variant, run_id, metrics
+    runs: pd.DataFrame  # one row per finished point, in the study's point order: point, group, seed, method, task, variant,
+    #                     finetune (bool), run_id, metrics
     curves: pd.DataFrame  # val/loss of every run as logged, long form: point, run_id, step, value
-    histograms: dict[str, pd.DataFrame]  # CRISP point name -> its histogram.csv (cluster, p_specialist, p_generalist, ...)
+    histograms: dict[str, pd.DataFrame]  # CRISP group -> its histogram.csv (cluster, p_specialist, p_generalist, ...), read
+    #                                      from the group's first point: the CRISP selection's key leaves the seed out
     folder: Path  # where the figures go: results/figures/STUDY-SCALE
 
 
@@ -133,7 +171,7 @@ class StudyRunner:
 
     def __init__(self, study: Study, scale: str = "tiny", sets: list[str] | None = None):
         self.study, self.scale = study, scale
-        self.points = points(study, scale, sets)
+        self.points = points(study, scale, sets, with_seeds=True)
         first = self.points[0].config
         self.results_dir = Path(first.results_dir)
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +202,8 @@ class StudyRunner:
         return {"crisp.kind": "point", "crisp.study": self.study.name, "crisp.scale": self.scale, "crisp.parent": parent_id,
                 "crisp.point": point.name, "crisp.method": point.config.selection.method, "crisp.task": point.config.task.name,
                 "crisp.variant": point.variant or point.config.selection.method,
+                # the study seed (train.seed without a seeds axis) and the name without it: analysis pairs and averages by them
+                "crisp.seed": str(point.config.train.seed if point.seed is None else point.seed), "crisp.group": point.group,
                 "mlflow.parentRunId": parent_id, "crisp.config_hash": stable_hash(to_dict(point.config))}
 
     def status(self) -> list[dict]:
@@ -229,6 +269,6 @@ class StudyRunner:
         runs = runs.sort_values("point", key=lambda s: s.map(order)).reset_index(drop=True)
         curves = self.tracker.metric_history(runs["run_id"], "val/loss")
         curves.insert(0, "point", curves["run_id"].map(dict(zip(runs["run_id"], runs["point"]))))
-        histograms = {row.point: self.tracker.read_csv_artifact(row.run_id, "histogram.csv")
-                      for row in runs[runs["method"] == "crisp"].itertuples()}
+        crisp = runs[runs["method"] == "crisp"].drop_duplicates("group")
+        histograms = {row.group: self.tracker.read_csv_artifact(row.run_id, "histogram.csv") for row in crisp.itertuples()}
         return StudyResults(runs, curves, histograms, self.results_dir / "figures" / f"{self.study.name}-{self.scale}")

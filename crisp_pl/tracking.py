@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 PACKAGES = ("crisp_pl", "torch", "lightning", "sentence-transformers", "faiss-cpu", "mlflow", "numpy", "tiktoken")
 PARAMS_PER_BATCH = 100  # MLflow's limit on params (and tags) in one log_batch call
-RUN_COLUMNS = ["point", "method", "task", "variant", "run_id"]
+SEARCH_MAX = 50000  # MLflow's largest page of search_runs (its default is 1000: a seeded study may have more points)
+RUN_COLUMNS = ["point", "group", "seed", "method", "task", "variant", "finetune", "run_id"]
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,21 @@ class Tracker:
     # reading back
 
     def finished_children(self, parent_id: str) -> pd.DataFrame:
-        """One row per FINISHED child run of `parent_id`: point, method, task, variant, run_id, every final metric."""
+        """One row per FINISHED child run of `parent_id`: point, group, seed, method, task, variant, finetune,
+        run_id, every final metric.
+
+        `group` is the point's name without its seed (tag `crisp.group`), `seed` the study seed (tag
+        `crisp.seed`), `finetune` whether the point fine-tuned (param `finetune.enabled`). Runs logged
+        before those tags existed read as their own group, seeded by their `train.seed` param."""
         import pandas as pd
 
         query = f"tags.`crisp.parent` = '{parent_id}' and attributes.status = 'FINISHED'"
-        rows = [{"point": r.data.tags.get("crisp.point"), "method": r.data.tags.get("crisp.method"), "task": r.data.tags.get("crisp.task"),
-                 "variant": r.data.tags.get("crisp.variant", r.data.tags.get("crisp.method")), "run_id": r.info.run_id, **r.data.metrics}
-                for r in self.client.search_runs([self.experiment], query)]
+        rows = [{"point": r.data.tags.get("crisp.point"), "group": r.data.tags.get("crisp.group", r.data.tags.get("crisp.point")),
+                 "seed": _int_or_none(r.data.tags.get("crisp.seed", r.data.params.get("train.seed"))),
+                 "method": r.data.tags.get("crisp.method"), "task": r.data.tags.get("crisp.task"),
+                 "variant": r.data.tags.get("crisp.variant", r.data.tags.get("crisp.method")),
+                 "finetune": r.data.params.get("finetune.enabled") == "True", "run_id": r.info.run_id, **r.data.metrics}
+                for r in self.client.search_runs([self.experiment], query, max_results=SEARCH_MAX)]
         return pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
 
     def metric_history(self, run_ids: Iterable[str], key: str) -> pd.DataFrame:
@@ -114,6 +123,13 @@ class Tracker:
 
         with tempfile.TemporaryDirectory() as folder:
             return pd.read_csv(self.client.download_artifacts(run_id, path, folder))
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:

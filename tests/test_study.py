@@ -101,3 +101,129 @@ def test_killed_study_resumes_without_redoing_finished_stages(study_file, tmp_pa
     after = cache_snapshot(results)
     assert all(after[k] == v for k, v in finished.items() if not k.endswith(".partial"))  # finished stages untouched
     assert len(rows) == 3
+
+
+SEEDED_STUDY = {
+    **MICRO_STUDY,
+    "name": "micro_seeds",
+    "description": "the micro study over two seeds: generalist, CRISP, CRISP then fine-tuned",
+    "config": {**MICRO_STUDY["config"],
+               "train": {**MICRO_STUDY["config"]["train"], "max_steps": 8, "val_every": 4},
+               "finetune": {"max_steps": 4, "lr": 1e-3, "warmup_steps": 0, "val_every": 2, "patience": 1}},
+    "grid": {},
+    "variants": {"generalist": {"selection.method": "uniform"}, "crisp": {"selection.method": "crisp"},
+                 "crisp+ft": {"selection.method": "crisp", "finetune.enabled": True}},
+    "seeds": [0, 1],
+}
+
+
+def write_study(tmp_path, spec) -> str:
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # variants run in the order written
+    return str(path)
+
+
+def test_seeds_cross_the_grid_and_set_only_the_training_and_selection_seeds(tmp_path):
+    from crisp_pl.config import stable_hash, to_dict
+    from crisp_pl.study import points
+
+    spec = dict(MICRO_STUDY, variants={"crisp": {"selection.method": "crisp"}}, grid={"task.train_fraction": [0.2, 0.3]})
+    plain = load_study(write_study(tmp_path, spec))
+    seeded = load_study(write_study(tmp_path, dict(spec, name="seeded", seeds=[0, 1, 2])))
+    pts = points(seeded, "tiny", with_seeds=True)
+    assert [p.name for p in pts] == [f"crisp,task.train_fraction={f},seed={s}" for s in (0, 1, 2) for f in (0.2, 0.3)]
+    assert [p.group for p in pts] == [f"crisp,task.train_fraction={f}" for f in (0.2, 0.3)] * 3
+    for p in pts:
+        assert (p.seed, p.config.train.seed, p.config.selection.seed, p.config.task.seed, p.config.cluster.seed) == (p.seed, p.seed, p.seed, 0, 0)
+    # seed 0 is the default seed: its configs are the unseeded study's, so its stages are the ones an unseeded run cached
+    unseeded = points(plain, "tiny", with_seeds=True)
+    assert [to_dict(p.config) for p in pts[:2]] == [to_dict(p.config) for p in unseeded]
+    # without seeds nothing changes: names, groups, configs, and so the study hash a store is found by
+    assert [p.name for p in unseeded] == [p.group for p in unseeded] == [p.name for p in points(plain, "tiny")]
+    assert all(p.seed is None for p in unseeded)
+    assert stable_hash([to_dict(p.config) for p in unseeded]) == stable_hash([to_dict(p.config) for p in points(plain, "tiny")])
+    # without with_seeds: one point per group (what `crisp study show` prints)
+    assert [p.name for p in points(seeded, "tiny")] == [p.group for p in pts[:2]]
+    # a study with no variants and no grid
+    bare = load_study(write_study(tmp_path, dict(MICRO_STUDY, name="bare", grid={}, seeds=[3])))
+    assert [(p.name, p.group) for p in points(bare, "tiny", with_seeds=True)] == [("seed=3", "default")]
+
+
+def test_seeds_errors_name_the_file_and_key(tmp_path):
+    from crisp_pl.config import ConfigError
+    from crisp_pl.study import points
+
+    for seeds, message in (([], "seeds must be a non-empty list of integers"), ([0, "1"], "seeds must be a non-empty list"),
+                           ([1, 1], "seeds repeat a value")):
+        with pytest.raises(ConfigError, match=message):
+            load_study(write_study(tmp_path, dict(MICRO_STUDY, seeds=seeds)))
+    with pytest.raises(ConfigError, match=r"micro.yaml: grid.train.seed is set by the study's seeds"):
+        load_study(write_study(tmp_path, dict(MICRO_STUDY, grid={"train.seed": [0, 1]}, seeds=[0, 1])))
+    with pytest.raises(ConfigError, match=r"variants.x.selection.seed is set by the study's seeds"):
+        load_study(write_study(tmp_path, dict(MICRO_STUDY, variants={"x": {"selection.seed": 3}}, seeds=[0])))
+    seeded = load_study(write_study(tmp_path, dict(MICRO_STUDY, seeds=[0, 1])))
+    with pytest.raises(ConfigError, match=r"seed=0: --set overrides train.seed or selection.seed"):
+        points(seeded, "tiny", ["train.seed=5"], with_seeds=True)
+
+
+def test_runs_logged_before_seed_tags_read_back_as_their_own_group(tmp_path):
+    from crisp_pl.config import TrackingConfig
+    from crisp_pl.tracking import Tracker
+
+    tracker = Tracker(TrackingConfig(), tmp_path)
+    parent = tracker.create_run("p", {"crisp.kind": "study"}, {}).run_id
+    old = tracker.create_run("old", {"crisp.parent": parent, "crisp.point": "selection.method=crisp", "crisp.method": "crisp",
+                                     "crisp.task": "medical"}, {"train": {"seed": 4}, "finetune": {"enabled": False}}).run_id
+    new = tracker.create_run("new", {"crisp.parent": parent, "crisp.point": "crisp+ft,seed=1", "crisp.method": "crisp",
+                                     "crisp.task": "medical", "crisp.seed": "1", "crisp.group": "crisp+ft"},
+                             {"train": {"seed": 1}, "finetune": {"enabled": True}}).run_id
+    for run_id in (old, new):
+        tracker.end_run(run_id, "FINISHED")
+    runs = tracker.finished_children(parent).set_index("run_id")
+    assert runs.loc[old, ["point", "group", "seed", "finetune"]].tolist() == ["selection.method=crisp", "selection.method=crisp", 4, False]
+    assert runs.loc[new, ["point", "group", "seed", "finetune"]].tolist() == ["crisp+ft,seed=1", "crisp+ft", 1, True]
+
+
+@pytest.mark.slow
+def test_seeded_micro_study_shares_seedless_stages_and_reports_over_seeds(tmp_path):
+    results = tmp_path / "results"
+    runner = StudyRunner(load_study(write_study(tmp_path, SEEDED_STUDY)), "tiny", [f"results_dir={results}"])
+    rows = runner.run()
+    names = [f"{v},seed={s}" for s in (0, 1) for v in ("generalist", "crisp", "crisp+ft")]
+    assert [r["point"] for r in rows] == names
+    tags = {r["point"]: runner.client.get_run(r["run_id"]).data.tags for r in rows}
+    params = {r["point"]: runner.client.get_run(r["run_id"]).data.params for r in rows}
+    for name in names:
+        group, seed = name.rsplit(",seed=", 1)
+        assert (tags[name]["crisp.seed"], tags[name]["crisp.group"], tags[name]["crisp.point"]) == (seed, group, name)
+        assert (params[name]["train.seed"], params[name]["selection.seed"]) == (seed, seed)
+        assert (params[name]["task.seed"], params[name]["cluster.seed"]) == ("0", "0")
+
+    # what leaves the seed out of its key is computed once; training (and what follows it) once per seed
+    stages = {}
+    for folder in (results / "cache").glob("*/*"):
+        if not folder.name.endswith(".partial"):
+            stages[folder.parent.name] = stages.get(folder.parent.name, 0) + 1
+    assert stages["tree"] == 1 and stages["embeddings"] == 2  # one tree; pool and specialist-train embeddings, once each
+    assert stages["selection"] == 2  # uniform and crisp, each shared by both seeds (and crisp by crisp+ft)
+    assert stages["train"] == 4 and stages["finetune"] == 2 and stages["eval"] == 6  # crisp+ft fine-tunes crisp's pretrained model
+    key = {name: {stage: tags[name].get(f"crisp.cache.{stage}") for stage in ("tree", "selection", "train", "model")} for name in names}
+    assert key["crisp,seed=0"]["selection"] == key["crisp,seed=1"]["selection"] == key["crisp+ft,seed=1"]["selection"]
+    assert key["crisp,seed=0"]["train"] != key["crisp,seed=1"]["train"]
+    assert key["crisp+ft,seed=1"]["train"] == key["crisp,seed=1"]["train"] != key["crisp+ft,seed=1"]["model"]
+    assert len({k["tree"] for n, k in key.items() if n.startswith("crisp")}) == 1 and key["generalist,seed=0"]["tree"] is None
+
+    study = runner.results()
+    assert list(study.runs["point"]) == names
+    assert list(study.runs["group"]) == ["generalist", "crisp", "crisp+ft"] * 2 and list(study.runs["seed"]) == [0] * 3 + [1] * 3
+    assert list(study.runs["finetune"]) == [False, False, True] * 2
+    assert set(study.histograms) == {"crisp", "crisp+ft"}  # one per group: the selection is the same for every seed
+
+    from analysis.figures import draw_study
+
+    paths = draw_study(study)
+    assert {p.name for p in paths} >= {"results.png", "val_loss.png", "results.md", "histogram-crisp.png"}
+    text = (study.folder / "results.md").read_text()
+    assert "±" in text and "#### Paired differences against the generalist (`generalist`)" in text
+    assert "#### Paired differences against CRISP (`crisp`)" in text
+    assert [" ".join(line.split()).split(" | ")[1] for line in text.splitlines() if line.startswith("| crisp+ft")][:3] == ["2"] * 3

@@ -1,0 +1,148 @@
+"""analysis/stats.py and the seed-aware figures and tables, on DataFrames built by hand (no MLflow, no training)."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.figures import (
+    chance_level,
+    draw,
+    group_table,
+    paired_table,
+    results_table,
+    short_label,
+)
+from analysis.stats import (
+    format_mean_se,
+    mean_se,
+    paired_difference,
+    paired_differences,
+    reference_groups,
+    summarize,
+)
+
+
+def runs_frame():
+    """Two tasks; on medical: generalist and crisp with seeds 0-2, crisp+ft missing seed 2."""
+    rows = []
+    ppl = {("generalist", "uniform", False): [100.0, 110.0, 120.0], ("crisp", "crisp", False): [90.0, 95.0, 110.0],
+           ("crisp+ft", "crisp", True): [80.0, 86.0]}
+    for (group, method, finetune), values in ppl.items():
+        for seed, value in enumerate(values):
+            rows.append({"point": f"{group},task=medical,seed={seed}", "group": f"{group},task=medical", "seed": seed,
+                         "method": method, "task": "medical", "finetune": finetune, "run_id": f"{group}{seed}",
+                         "test/medical/ppl": value, "cost/total_flops": 1e12 + seed})
+    for group, method, accs in (("generalist", "uniform", [0.30, 0.34]), ("crisp", "crisp", [0.40, 0.36])):
+        for seed, acc in enumerate(accs):
+            rows.append({"point": f"{group},task=arc_easy,seed={seed}", "group": f"{group},task=arc_easy", "seed": seed,
+                         "method": method, "task": "arc_easy", "finetune": False, "run_id": f"{group}-arc{seed}",
+                         "test/arc_easy/ppl": 50.0 + seed, "test/arc_easy/acc": acc, "test/arc_easy/acc_norm": acc - 0.01,
+                         "test/arc_easy/chance": 0.2525})
+    return pd.DataFrame(rows)
+
+
+def test_mean_and_standard_error_are_exact():
+    stats = mean_se([100.0, 110.0, 120.0])
+    assert stats.n == 3 and stats.mean == 110.0
+    assert stats.se == pytest.approx(10.0 / math.sqrt(3), abs=1e-12)  # sample std (ddof=1) is 10
+    one = mean_se([7.0, float("nan")])
+    assert one.n == 1 and one.mean == 7.0 and math.isnan(one.se)  # NaN is no value; one seed has no SE
+    none = mean_se([])
+    assert none.n == 0 and math.isnan(none.mean) and math.isnan(none.se)
+
+
+def test_summarize_per_group_in_order():
+    medical = runs_frame().query("task == 'medical'")
+    table = summarize(medical, "test/medical/ppl")
+    assert list(table["group"]) == ["generalist,task=medical", "crisp,task=medical", "crisp+ft,task=medical"]
+    assert list(table["n"]) == [3, 3, 2]
+    assert list(table["mean"]) == [110.0, 295.0 / 3, 83.0]
+    assert table["se"][2] == pytest.approx(math.sqrt(18.0) / math.sqrt(2), abs=1e-12)  # std of (80, 86) is sqrt(18)
+    assert table["seeds"][2] == (0, 1)
+
+
+def test_paired_difference_matches_seeds_and_says_which_were_left_out():
+    runs = runs_frame()
+    d = paired_difference(runs, "test/medical/ppl", "crisp,task=medical", "generalist,task=medical")
+    # differences by seed: -10, -15, -10 -> mean -35/3, sample std sqrt(25/3)
+    assert d.n == 3 and d.seeds == (0, 1, 2) and d.unpaired == ()
+    assert d.mean == pytest.approx(-35.0 / 3, abs=1e-12)
+    assert d.se == pytest.approx(math.sqrt(25.0 / 3) / math.sqrt(3), abs=1e-12)
+    # crisp+ft has no seed 2: only seeds 0 and 1 pair (-20, -24), seed 2 is listed as unpaired
+    ft = paired_difference(runs, "test/medical/ppl", "crisp+ft,task=medical", "generalist,task=medical")
+    assert ft.n == 2 and ft.seeds == (0, 1) and ft.unpaired == (2,)
+    assert ft.mean == -22.0 and ft.se == pytest.approx(2.0, abs=1e-12)  # std of (-20, -24) is 2*sqrt(2), /sqrt(2)
+    # pairing is by seed, not by position: shuffling the rows changes nothing
+    shuffled = runs.sample(frac=1.0, random_state=3)
+    assert paired_difference(shuffled, "test/medical/ppl", "crisp+ft,task=medical", "generalist,task=medical") == ft
+    # a seed with a NaN value counts as missing on that side
+    holed = runs.copy()
+    holed.loc[(holed["group"] == "generalist,task=medical") & (holed["seed"] == 0), "test/medical/ppl"] = float("nan")
+    gap = paired_difference(holed, "test/medical/ppl", "crisp+ft,task=medical", "generalist,task=medical")
+    assert gap.n == 1 and gap.mean == -24.0 and math.isnan(gap.se) and gap.unpaired == (0, 2)
+
+
+def test_paired_differences_against_a_reference_and_reference_groups():
+    medical = runs_frame().query("task == 'medical'")
+    assert reference_groups(medical, "uniform") == ["generalist,task=medical"]
+    assert reference_groups(medical, "crisp") == ["crisp,task=medical"]  # crisp+ft fine-tuned: not the reference
+    assert reference_groups(medical.drop(columns="finetune"), "crisp") == ["crisp,task=medical", "crisp+ft,task=medical"]
+    table = paired_differences(medical, "test/medical/ppl", "crisp,task=medical")
+    assert list(table["group"]) == ["generalist,task=medical", "crisp+ft,task=medical"]
+    assert list(table["n"]) == [3, 2] and table["mean"][0] == pytest.approx(35.0 / 3) and table["mean"][1] == -9.5
+
+
+def test_a_seed_twice_in_a_group_is_an_error():
+    runs = runs_frame()
+    twice = pd.concat([runs, runs.iloc[[0]]])
+    with pytest.raises(ValueError, match="more than one run for seed 0"):
+        summarize(twice, "test/medical/ppl")
+
+
+def test_format_mean_se():
+    assert format_mean_se(12.3456, 0.12345) == "12.35 ± 0.12"  # SE to two significant digits, the mean to its decimals
+    assert format_mean_se(40834.2, 879.1) == "40834 ± 879" and format_mean_se(0.32, 0.02) == "0.320 ± 0.020"
+    assert format_mean_se(-22.0, 2.0) == "-22.0 ± 2.0" and format_mean_se(5.0, 0.0) == "5.0000 ± 0.0000"
+    assert format_mean_se(12.3456, float("nan")) == "12.35" and format_mean_se(40834.2) == "40834"  # one seed: no SE
+    assert format_mean_se(4.033e10) == "4.033e+10" and format_mean_se(0.005649) == "0.005649"
+    assert format_mean_se(2016.0) == "2016" and format_mean_se(31.5) == "31.50"
+    assert format_mean_se(float("nan"), 1.0) == "-"
+
+
+def test_tables_give_mean_se_and_paired_sections(tmp_path):
+    runs = runs_frame()
+    medical = runs[runs["task"] == "medical"]
+    table = group_table(medical, "medical")
+    assert list(table["n"]) == [3, 3, 2] and list(table["seeds"]) == ["0, 1, 2", "0, 1, 2", "0, 1"]
+    assert table["test ppl"][0] == format_mean_se(110.0, 10.0 / math.sqrt(3))
+    paired = paired_table(medical, "medical", "generalist,task=medical")
+    assert list(paired["unpaired seeds (left out)"]) == ["-", "2"] and list(paired["n"]) == [3, 2]
+    assert paired["test ppl Δ"][1] == "-22.0 ± 2.0"
+    text = results_table(runs, tmp_path / "results.md").read_text()
+    assert "#### Paired differences against the generalist (`generalist,task=medical`)" in text
+    assert "#### Paired differences against CRISP (`crisp,task=arc_easy`)" in text
+    assert "acc Δ" in text and "chance" in text and "±" in text
+    assert text.count("#### Every run") == 2
+
+
+def test_one_seed_draws_without_error_bars_and_old_frames_still_draw(tmp_path):
+    runs = runs_frame()
+    single = runs[runs["seed"] == 0]
+    text = results_table(single, tmp_path / "one.md").read_text()
+    assert not [line for line in text.splitlines() if line.startswith("|") and "±" in line]  # no SE from one seed
+    assert "| generalist,task=medical | 1 | 0 | 100 | 1e+12 |" in [" ".join(line.split()) for line in text.splitlines()]
+    old = single.drop(columns=["group", "seed", "finetune"])  # the columns before seeds existed
+    paths = draw(old, pd.DataFrame(columns=["run_id", "step", "value"]), {}, tmp_path / "old")
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert "crisp,task=medical,seed=0" in (tmp_path / "old" / "results.md").read_text()
+    paths = draw(runs, pd.DataFrame({"run_id": ["crisp0", "crisp0"], "step": [1, 2], "value": [3.0, 2.5]}), {}, tmp_path / "all")
+    assert {p.name for p in paths} == {"results.png", "val_loss.png", "results.md"}
+
+
+def test_chance_line_comes_from_the_logged_metric_only():
+    runs = runs_frame()
+    assert chance_level(runs[runs["task"] == "arc_easy"], "arc_easy") == 0.2525
+    assert chance_level(runs[runs["task"] == "arc_easy"].drop(columns="test/arc_easy/chance"), "arc_easy") is None
+    assert chance_level(runs[runs["task"] == "medical"], "medical") is None
+    assert short_label("crisp+ft,task=medical,seed=2") == "crisp+ft"

@@ -7,6 +7,7 @@
     crisp ui [--port 5000]
     crisp mcq-tasks DIR [--sets arc_easy mmlu ...] [--seed 0]
     crisp lm-eval --model crisp --model_args checkpoint=PATH --tasks arc_easy_test_half --include_path DIR [lm-eval flags]
+    crisp export CHECKPOINT DIR [--force]
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     mcq.add_argument("folder", help="where the YAMLs and their jsonl data go (lm-eval's --include_path)")
     mcq.add_argument("--sets", nargs="+", default=None, help="MCQ sets (default: all: arc_easy arc_challenge mmlu sciq)")
     mcq.add_argument("--seed", type=int, default=0, help="seed of the train/test halves (a task's `task.seed`)")
+    export = commands.add_parser("export", help="write a checkpoint as a Hugging Face GPT2LMHeadModel folder with its tokenizer")
+    export.add_argument("checkpoint", help="a crisp_pl checkpoint (.ckpt)")
+    export.add_argument("folder", help="the folder to write (AutoModelForCausalLM / AutoTokenizer.from_pretrained(DIR))")
+    export.add_argument("--force", action="store_true", help="replace a previous export in DIR")
     commands.add_parser("lm-eval", add_help=False,
                         help="lm-eval's own command line with the `crisp` model registered (every lm-eval flag works)")
     return parser
@@ -70,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ui(args)
         if args.command == "mcq-tasks":
             return _mcq_tasks(args)
+        if args.command == "export":
+            return _export(args)
     except ConfigError as error:
         print(f"crisp: config error: {error}", file=sys.stderr)
         return 2
@@ -91,6 +98,10 @@ def _study(args) -> int:
         return 0
     study = load_study(args.name)
     if args.action == "show":
+        if study.seeds:  # one config per group: the seeded points differ from it only in train.seed and selection.seed
+            points(study, args.scale, args.sets, with_seeds=True)  # the seeded plan must build too (a --set of a seed is an error)
+            print(f"# each point below runs once per seed in {study.seeds} (named POINT,seed=N), "
+                  f"with train.seed and selection.seed set to N\n")
         for point in points(study, args.scale, args.sets):
             print(f"# {point.name}\n{yaml.safe_dump(to_dict(point.config), sort_keys=False)}")
         return 0
@@ -124,6 +135,18 @@ def _mcq_tasks(args) -> int:
     for task in write_tasks(tasks, args.folder):
         print(f"{task:28s} {len(tasks[task]):6d} questions")
     print(f"use: crisp lm-eval --model crisp --model_args checkpoint=PATH --tasks TASK --include_path {args.folder}")
+    return 0
+
+
+def _export(args) -> int:
+    from crisp_pl.model.export import export_checkpoint
+
+    try:
+        folder = export_checkpoint(args.checkpoint, args.folder, force=args.force)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:  # ValueError: not a GPT checkpoint, ExportError
+        print(f"crisp: export: {error}", file=sys.stderr)
+        return 1
+    print(f"{folder}: GPT2LMHeadModel + tokenizer; load with AutoModelForCausalLM.from_pretrained({str(folder)!r})")
     return 0
 
 

@@ -57,11 +57,29 @@ class CorpusConfig:
     """Truncate very long documents (whole source files, books) to keep one from dominating a small pool."""
     window_length: int = 1024
     """Tokens per window (the paper's 1024 GPT-2 tokens); windows do not overlap, EOS separates documents."""
+    tokenizer: str = "gpt2"
+    """`gpt2` (GPT-2's 50,257-id BPE, the paper's) or `bpe` (a byte-level BPE of `bpe_vocab_size` ids
+    trained on the generalist pool's documents: a CPU model's output layer stays small)."""
+    bpe_vocab_size: int = 4096
+    """Ids of the `bpe` tokenizer (EOS and the 256 bytes included); at most 65,536 (uint16 windows)."""
     shard_windows: int = 65536
     """Windows per token memmap shard."""
+    pool_fraction: float = 1.0
+    """Keep this share of the generalist pool's documents (the generalist-size ablation). A fixed hash of
+    each doc id decides, so smaller pools are nested in larger ones; the specialist task is untouched
+    (unlike the per-source caps, which also cut the specialist domain and so move its test set)."""
     holdout: list[str] = field(default_factory=list)
     """Source names or domain labels kept out of the generalist pool whatever the task (every task's
     documents, in a multi-task study): the pool, its embeddings and its tree are then shared by all tasks."""
+
+    def __post_init__(self):
+        if self.tokenizer not in ("gpt2", "bpe"):
+            raise ConfigError(f"corpus.tokenizer must be `gpt2` or `bpe`, got {self.tokenizer!r}")
+        if not 257 < self.bpe_vocab_size <= 65536:
+            raise ConfigError(f"corpus.bpe_vocab_size must be in (257, 65536] (EOS + 256 bytes + merges; uint16 windows), "
+                              f"got {self.bpe_vocab_size}")
+        if not 0 < self.pool_fraction <= 1:
+            raise ConfigError(f"corpus.pool_fraction must be in (0, 1], got {self.pool_fraction}")
 
 
 @dataclass
@@ -85,6 +103,10 @@ class TaskConfig:
     """Share held out for the test perplexity."""
     max_train_windows: int | None = None
     """Cap on specialist train windows (the specialist-data-size ablation)."""
+    domain_in_pool: bool = False
+    """False (the paper's setting, the default): the specialist domain's documents never join the
+    generalist pool. True: the part of the domain the task does not use (train/validation/test) joins
+    the pool, so CRISP can sample the specialist distribution itself; figures and tables label it."""
     seed: int = 0
     """Seed of the document split."""
 
@@ -154,6 +176,31 @@ class AuxLMConfig:
     """CED: score at most this many pool windows (a seeded subset; None: every window)."""
 
 
+def _check_keep_fraction(key: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise ConfigError(f"{key} must be in (0, 1], got {value}")
+
+
+@dataclass
+class CEDConfig:
+    """Cross-entropy difference (Moore-Lewis) filtering; the two LMs' shapes are `selection.aux_lm`."""
+
+    keep_fraction: float = 0.025
+    """Share of the scored pool windows kept."""
+    specialist_lm: str = "finetune"
+    """`finetune`: the specialist LM is the generalist LM fine-tuned on the specialist windows (contrastive
+    data selection, Wang et al. 2018: a far better specialist LM from scarce data); `scratch`: trained
+    from a fresh init on the specialist windows alone (the original Moore-Lewis recipe)."""
+    disjoint_generalist: bool = False
+    """Train the generalist LM on pool windows disjoint from the ones it scores (as Moore & Lewis did):
+    the scored windows are the `aux_lm.max_score_windows` subset, or a seeded half of the pool."""
+
+    def __post_init__(self):
+        _check_keep_fraction("selection.ced.keep_fraction", self.keep_fraction)
+        if self.specialist_lm not in ("finetune", "scratch"):
+            raise ConfigError(f"selection.ced.specialist_lm must be `finetune` or `scratch`, got {self.specialist_lm!r}")
+
+
 @dataclass
 class ClassifierConfig:
     """Logistic regression on SBERT embeddings, specialist (1) vs generalist (0) windows."""
@@ -164,6 +211,11 @@ class ClassifierConfig:
     """L2 penalty on the weights."""
     max_negatives: int = 20000
     """Generalist windows sampled as negatives (balanced against positives by class weights)."""
+    keep_fraction: float = 0.025
+    """Share of the pool kept (the paper tuned its classifier to keep 2.5%)."""
+
+    def __post_init__(self):
+        _check_keep_fraction("selection.classifier.keep_fraction", self.keep_fraction)
 
 
 @dataclass
@@ -190,6 +242,11 @@ class DSIRConfig:
     """Hashed n-gram feature buckets (the package default)."""
     ngrams: int = 2
     num_proc: int = 2
+    keep_fraction: float = 0.025
+    """Share of the pool resampled."""
+
+    def __post_init__(self):
+        _check_keep_fraction("selection.dsir.keep_fraction", self.keep_fraction)
 
 
 @dataclass
@@ -200,9 +257,8 @@ class SelectionConfig:
     Checked against the registry when a study is planned (config sits below the registry)."""
     smoothing: float = 0.0
     """CRISP: additive (Laplace) smoothing of the specialist cluster counts."""
-    keep_fraction: float = 0.025
-    """CED, classifier, DSIR: share of the pool kept (the paper's classifier keeps 2.5%)."""
     aux_lm: AuxLMConfig = field(default_factory=AuxLMConfig)
+    ced: CEDConfig = field(default_factory=CEDConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     doge: DogeConfig = field(default_factory=DogeConfig)
     dsir: DSIRConfig = field(default_factory=DSIRConfig)
@@ -212,8 +268,6 @@ class SelectionConfig:
     def __post_init__(self):
         if self.smoothing < 0:
             raise ConfigError(f"selection.smoothing must be >= 0, got {self.smoothing}")
-        if not 0 < self.keep_fraction <= 1:
-            raise ConfigError(f"selection.keep_fraction must be in (0, 1], got {self.keep_fraction}")
 
 
 @dataclass
@@ -242,7 +296,12 @@ class ModelConfig:
 class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 8
-    """Windows per optimizer step per device."""
+    """Windows per device per forward pass: the whole per-device step when `global_batch_tokens` is
+    None, else the largest micro batch (crisp_pl.training.batch)."""
+    global_batch_tokens: int | None = None
+    """Tokens per optimizer step over all devices (the paper: about 96k). Set, the micro batch and the
+    gradient accumulation follow from the world size, so the token budget is the same on any number
+    of GPUs; None: `batch_size` windows per device per step."""
     lr: float = 1e-4
     """Peak learning rate (the paper's 1e-4)."""
     min_lr_ratio: float = 0.1

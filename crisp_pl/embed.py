@@ -105,6 +105,23 @@ class _TokenizedBatches:
                 "owner": torch.tensor(owner), "rows": torch.from_numpy(rows)}
 
 
+def split_for_embedder(texts: list[str], tokenizer, max_seq_length: int) -> tuple[list[str], np.ndarray]:
+    """Cut each text into consecutive pieces of at most `max_seq_length` word pieces (specials
+    included), at word-piece boundaries of the original text: (pieces, owner), owner[i] the text
+    piece i comes from. A text that fits is one piece; an empty text is one empty piece."""
+    prefix, suffix = _special_tokens(tokenizer)
+    width = max_seq_length - len(prefix) - len(suffix)
+    pieces, owner = [], []
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    for i, (text, offsets) in enumerate(zip(texts, encoded["offset_mapping"])):
+        starts = range(0, max(len(offsets), 1), width)
+        for s in starts:
+            chunk = offsets[s : s + width]
+            pieces.append(text[chunk[0][0] : chunk[-1][1]] if chunk else text)
+            owner.append(i)
+    return pieces, np.asarray(owner, dtype=np.int64)
+
+
 def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
     """Ids the tokenizer puts before and after the content ([CLS] / [SEP] for BERT)."""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]

@@ -5,8 +5,9 @@ import pytest
 from crisp_pl.cache import StageCache
 from crisp_pl.config import build_run_config
 
-# Medical documents are the specialist domain; the pool mixes medical (the part not held out),
-# encyclopedic leads and Python code, so a selector that works keeps mostly medical windows.
+# Medical documents are the specialist domain; the pool mixes medical (the part of the domain the task
+# does not use: `domain_in_pool`), encyclopedic leads and Python code, so a selector that works keeps
+# mostly medical windows.
 TINY_DATA = {
     "corpus": {
         "window_length": 64,
@@ -17,7 +18,8 @@ TINY_DATA = {
             {"name": "python_stdlib", "max_docs": 12},
         ],
     },
-    "task": {"name": "medical", "sources": ["medical"], "train_fraction": 0.3, "validation_fraction": 0.1, "test_fraction": 0.2},
+    "task": {"name": "medical", "sources": ["medical"], "train_fraction": 0.3, "validation_fraction": 0.1, "test_fraction": 0.2,
+             "domain_in_pool": True},
     "embed": {"max_seq_length": 48, "batch_size": 32},
     "cluster": {"levels": [4, 16], "niter": 8},
     "model": {"size": "micro"},

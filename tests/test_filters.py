@@ -95,7 +95,7 @@ def test_classifier_keeps_the_top_logits_and_they_are_medical(data, classifier_r
     assert scores[kept].min() >= scores[others].max()  # a top-k, by the returned scores
     assert medical_share(data, kept) >= 0.9, medical_share(data, kept)  # measured 1.0
     info = groups.info
-    assert info["positives"] == len(data["train"]) and info["negatives"] == n  # max_negatives > pool
+    assert info["positives"] == len(data["train_emb"]) and info["negatives"] == n  # one positive per specialist piece; max_negatives > pool
     assert info["heldout_auc"] > 0.7 and info["aux_flops"] > 0  # held-out AUC measured 0.86
 
 
@@ -180,3 +180,17 @@ def test_bad_input_raises(data, tmp_path):
         ced_groups(data["pool"], data["train"], AuxLMConfig(max_score_windows=2), KEEP, seed=0, work_dir=tmp_path)
     with pytest.raises(ValueError, match="keeps round"):
         dsir_groups(data["pool"], data["train"], DSIRConfig(), 1e-4, seed=0, work_dir=tmp_path)
+
+
+def test_ced_scratch_and_disjoint_generalist(data, tmp_path):
+    cfg = AuxLMConfig(size="micro", steps=2, batch_size=2, warmup_steps=1)
+    n = len(data["pool"])
+    groups, scores = ced_groups(data["pool"], data["train"], cfg, 0.5, seed=0, work_dir=tmp_path / "d",
+                                disjoint_generalist=True)
+    scored = np.flatnonzero(~np.isnan(scores))
+    assert len(scored) == n // 2 and groups.info["generalist_lm_windows"] == n - n // 2  # scored and trained-on are disjoint
+    scratch, _ = ced_groups(data["pool"], data["train"], cfg, 0.5, seed=0, work_dir=tmp_path / "s", specialist_lm="scratch")
+    finetuned, _ = ced_groups(data["pool"], data["train"], cfg, 0.5, seed=0, work_dir=tmp_path / "f")
+    assert scratch.info["generalist_lm_windows"] == n and not np.array_equal(scratch.members, finetuned.members)
+    with pytest.raises(ValueError, match="finetune` or `scratch"):
+        ced_groups(data["pool"], data["train"], cfg, 0.5, seed=0, work_dir=tmp_path, specialist_lm="warm")

@@ -12,7 +12,8 @@ from crisp_pl.stages import selection_stage
 from crisp_pl.study import load_study, points
 
 # Small auxiliary models: the contract holds at any size, and this keeps the test fast.
-FAST = {"aux_lm": {"steps": 30, "batch_size": 8, "max_score_windows": 300}, "keep_fraction": 0.2,
+FAST = {"aux_lm": {"steps": 30, "batch_size": 8, "max_score_windows": 300},
+        **{f: {"keep_fraction": 0.2} for f in ("ced", "classifier", "dsir")},
         "doge": {"level": 0, "specialist_batch": 4}}
 TARGETED = {"crisp", "ced", "classifier", "dsir", "doge"}
 DRAWS = 20_000

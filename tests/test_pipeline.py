@@ -14,7 +14,8 @@ from crisp_pl.stages import eval_stage, finetune_stage, prepare, selection_cost,
 
 METHODS = method_names()
 
-FAST_AUX = {"aux_lm": {"steps": 4, "batch_size": 4, "max_score_windows": 120}, "keep_fraction": 0.2,
+FAST_AUX = {"aux_lm": {"steps": 4, "batch_size": 4, "max_score_windows": 120},
+            **{f: {"keep_fraction": 0.2} for f in ("ced", "classifier", "dsir")},
             "doge": {"level": 0, "specialist_batch": 4}}
 
 
@@ -45,6 +46,7 @@ def test_every_method_makes_cached_groups_through_the_selection_stage(method, ti
 def test_finetuning_early_stops_and_beats_its_pretrained_model_on_validation(tiny_config, tiny_prepared):
     from crisp_pl.evaluate.perplexity import perplexity
     from crisp_pl.model.checkpoint import load_gpt
+    from crisp_pl.stages.data import heldout_windows
 
     cfg = build_run_config(to_dict(tiny_config), {"selection": {"method": "uniform"},
                                                   "finetune": {"enabled": True, "max_steps": 24, "lr": 1e-3, "val_every": 4, "patience": 2}})
@@ -53,9 +55,10 @@ def test_finetuning_early_stops_and_beats_its_pretrained_model_on_validation(tin
     tuned = finetune_stage(cache, cfg, tiny_prepared, pretrained)
     record = json.loads((tuned.path / "train.json").read_text())
     assert 4 <= record["steps"] <= 24 and record["flops"] > 0
-    validation = tiny_prepared.stores["validation"]
-    before = perplexity(load_gpt(pretrained.path / "final.ckpt"), validation, 16, 32, desc="before")["loss"]
-    after = perplexity(load_gpt(tuned.path / "final.ckpt"), validation, 16, 32, desc="after")["loss"]
+    validation = tiny_prepared.stores["validation"]  # the windows early stopping watched: a seeded, stratified sample
+    validation = validation.subset(heldout_windows(validation, cfg.eval.max_windows, cfg.task.seed, "eval.validation_windows"))
+    before = perplexity(load_gpt(pretrained.path / "final.ckpt"), validation, 16, desc="before")["loss"]
+    after = perplexity(load_gpt(tuned.path / "final.ckpt"), validation, 16, desc="after")["loss"]
     assert after < before and abs(after - record["best_val_loss"]) < 1e-3  # final.ckpt is the best checkpoint
 
 

@@ -13,7 +13,7 @@ def test_histogram_and_importance_weights_exact():
     np.testing.assert_allclose(h.p_specialist, [0.25, 0.75, 0.0, 0.0])
     np.testing.assert_allclose(h.importance_weights, [0.25 / 0.3, 0.75 / 0.2, 0.0, 0.0])
     assert h.dropped_mass == 0.0
-    assert list(h.table().columns) == ["cluster", "generalist_windows", "specialist_windows", "p_generalist", "p_specialist", "importance_weight"]
+    assert list(h.table().columns) == ["cluster", "generalist_windows", "specialist_pieces", "p_generalist", "p_specialist", "importance_weight"]
 
 
 def test_specialist_mass_on_empty_clusters_is_dropped_and_reported():

@@ -2,7 +2,8 @@
 
 `split_task` gives each specialist document a number u in [0, 1) from a hash of (task seed,
 doc_id). With `split: fractions` it files the document under train if u < train_fraction, else
-validation, else test; the rest of the domain joins the generalist pool with every other source.
+validation, else test; the rest of the domain is filed under `pool` (the generalist pool uses it
+only with `task.domain_in_pool`; by default the whole domain is held out, see crisp_pl.stages.data).
 Because a document's split depends only on its own id, capping or growing the corpus never moves
 a document from one split to another. With `split: halves` (the MCQ tasks, as in the paper) the
 half of the domain with the smallest u is the test set and the other half the train set, of

@@ -6,7 +6,9 @@ renamed into place, replacing an older store of the same name):
     tokens-00000.npy   uint16 (n, window_length); a new shard every `shard_windows` windows
     index.parquet      one row per window: doc (row of docs.parquet holding its first token), source, domain
     docs.parquet       one row per document: doc_id, source, domain, n_tokens (without the EOS)
-    meta.json          window_length, n_windows, shards, n_docs, n_tokens, n_dropped_tokens, tokenizer
+    meta.json          window_length, n_windows, shards, n_docs, n_tokens, n_dropped_tokens, tokenizer (its name),
+                       eos_id, vocab_size
+    tokenizer.json     the tokenizer's spec (crisp_pl.corpus.tokenizer): the store decodes itself
 
 The token stream is `doc0 EOS doc1 EOS doc2 ...`: the EOS between two documents counts as the
 first token of the later one. Windows do not overlap, and the last, incomplete one is dropped.
@@ -30,46 +32,47 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from crisp_pl.corpus.documents import CorpusError, Document
-from crisp_pl.corpus.tokenizer import EOS_ID, gpt2_encoding
+from crisp_pl.corpus.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer
 
 BATCH_DOCS = 1024
 BATCH_CHARS = 4_000_000  # a tokenizer batch; bounds memory when documents are whole source files
 
 
 def build_windows(docs: Iterable[Document], out_dir: Path, window_length: int, shard_windows: int,
-                  encoding=None, progress: bool = True) -> WindowStore:
-    """Tokenize `docs` into a window store at `out_dir` (replacing any store there) and open it."""
+                  tokenizer: Tokenizer | None = None, progress: bool = True) -> WindowStore:
+    """Tokenize `docs` into a window store at `out_dir` (replacing any store there) and open it.
+    `tokenizer`: GPT-2's when None."""
     if window_length < 1 or shard_windows < 1:
         raise CorpusError(f"window_length and shard_windows must be >= 1, got {window_length} and {shard_windows}")
-    encoding = encoding or gpt2_encoding()
-    if encoding.n_vocab > 2**16:
-        raise CorpusError(f"tokenizer {encoding.name!r} has {encoding.n_vocab} ids; the store keeps uint16 tokens")
+    tokenizer = tokenizer or gpt2_tokenizer()
+    if tokenizer.vocab_size > 2**16:
+        raise CorpusError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids; the store keeps uint16 tokens")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the store is an ordinary shared folder
     try:
-        _write_store(docs, tmp, window_length, shard_windows, encoding, progress, label=out_dir.name)
+        _write_store(docs, tmp, window_length, shard_windows, tokenizer, progress, label=out_dir.name)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return WindowStore(out_dir, encoding)
+    return WindowStore(out_dir, tokenizer)
 
 
-def _write_store(docs, folder: Path, length: int, shard_windows: int, encoding, progress: bool, label: str) -> None:
+def _write_store(docs, folder: Path, length: int, shard_windows: int, tokenizer: Tokenizer, progress: bool,
+                 label: str) -> None:
     writer = _ShardWriter(folder, length, shard_windows)
     table = {"doc_id": [], "source": [], "domain": [], "n_tokens": []}
     starts = []  # stream offset of each document's first token (its leading EOS after the first)
     bar = tqdm(total=len(docs) if hasattr(docs, "__len__") else None, unit="doc", desc=f"windows {label}",
                disable=not progress, dynamic_ncols=True)
-    threads = min(8, os.cpu_count() or 1)
     for batch in _batches(docs):
         flat = []
-        for doc, tokens in zip(batch, encoding.encode_ordinary_batch([d.text for d in batch], num_threads=threads)):
+        for doc, tokens in zip(batch, tokenizer.encode_batch([d.text for d in batch])):
             starts.append(writer.n_tokens + len(flat))
             if len(starts) > 1:
-                flat.append(EOS_ID)
+                flat.append(tokenizer.eos_id)
             flat.extend(tokens)
             for key, value in zip(table, (doc.doc_id, doc.source, doc.domain, len(tokens))):
                 table[key].append(value)
@@ -86,8 +89,9 @@ def _write_store(docs, folder: Path, length: int, shard_windows: int, encoding, 
     _write_tables(folder, table, doc_of_window)
     meta = {"window_length": length, "n_windows": n_windows, "shards": shards, "n_docs": len(starts),
             "n_tokens": writer.n_tokens, "n_dropped_tokens": writer.n_tokens - n_windows * length,
-            "tokenizer": encoding.name, "eos_id": EOS_ID, "dtype": "uint16"}
+            "tokenizer": tokenizer.name, "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size, "dtype": "uint16"}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+    save_tokenizer(tokenizer, folder / "tokenizer.json")
 
 
 def _batches(docs: Iterable[Document]) -> Iterator[list[Document]]:
@@ -166,7 +170,7 @@ class WindowStore:
     `docs`, `sources`, `domains`: numpy arrays with one entry per window (doc = row of `doc_table`).
     """
 
-    def __init__(self, path: str | Path, encoding=None):
+    def __init__(self, path: str | Path, tokenizer: Tokenizer | None = None):
         self.path = Path(path)
         if not (self.path / "meta.json").is_file():
             raise CorpusError(f"{self.path}: not a window store (no meta.json)")
@@ -178,7 +182,7 @@ class WindowStore:
         self.docs = index.column("doc").to_numpy()
         self.sources = _strings(index.column("source"))
         self.domains = _strings(index.column("domain"))
-        self._encoding = encoding
+        self._tokenizer = tokenizer
         self._doc_table = None
 
     def __len__(self) -> int:
@@ -204,12 +208,30 @@ class WindowStore:
             out[mask] = self._shards[shard][idx[mask] - self._offsets[shard]]
         return out
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer that wrote this store (its `tokenizer.json`; GPT-2 for a store written before it had one)."""
+        if self._tokenizer is None:
+            path = self.path / "tokenizer.json"
+            self._tokenizer = load_tokenizer(path) if path.is_file() else gpt2_tokenizer()
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids of the store's tokenizer: every token is below it."""
+        return int(self.meta.get("vocab_size") or self.tokenizer.vocab_size)
+
     def texts(self, indices: Sequence[int] | np.ndarray | range) -> list[str]:
         """Decoded windows; the EOS between documents reads as a blank line ("\\n\\n")."""
-        encoding = self._encoding or gpt2_encoding()
+        tokenizer = self.tokenizer
         tokens = self.tokens(indices)
-        tokens[tokens == EOS_ID] = encoding.encode_single_token("\n\n")
-        return encoding.decode_batch(tokens.tolist(), errors="replace")
+        blank = tokenizer.encode("\n\n")
+        if len(blank) == 1:
+            tokens[tokens == tokenizer.eos_id] = blank[0]
+            return tokenizer.decode_batch(tokens.tolist())
+        rows = [row if tokenizer.eos_id not in row else [t for x in row for t in (blank if x == tokenizer.eos_id else (x,))]
+                for row in tokens.tolist()]
+        return tokenizer.decode_batch(rows)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> "WindowSubset":
         """A view of some of these windows with the same read API (e.g. a capped specialist set)."""
@@ -222,6 +244,22 @@ class WindowStore:
             self._doc_table = pq.read_table(self.path / "docs.parquet").to_pandas()
         return self._doc_table
 
+    def documents_in(self, windows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(n_docs,) bool: which documents have a token in any of `windows` (documents can span windows,
+        and short ones share a window). Uses the stream layout: each document after the first starts
+        with an EOS, then its `n_tokens` tokens."""
+        n_tokens = self.doc_table["n_tokens"].to_numpy()
+        lengths = n_tokens + (np.arange(len(n_tokens)) > 0)  # the EOS before every document but the first
+        ends = np.cumsum(lengths)  # (n_docs,) stream offset one past each document
+        starts = ends - lengths
+        first = starts // self.window_length
+        last = (np.maximum(ends, starts + 1) - 1) // self.window_length
+        chosen = np.zeros(len(self), dtype=np.int64)
+        chosen[np.asarray(windows, dtype=np.int64)] = 1
+        covered = np.concatenate([[0], np.cumsum(chosen)])  # covered[w] = chosen windows before w
+        last = np.minimum(last, len(self) - 1)  # the incomplete tail window was dropped
+        return (first <= last) & (covered[last + 1] - covered[first] > 0)
+
 
 class WindowSubset:
     """Windows `indices` of a WindowStore, renumbered 0..k-1: tokens, texts and per-window labels."""
@@ -230,6 +268,7 @@ class WindowSubset:
         self.store, self.indices = store, indices
         self.window_length = store.window_length
         self.docs, self.sources, self.domains = store.docs[indices], store.sources[indices], store.domains[indices]
+        self.tokenizer, self.vocab_size = store.tokenizer, store.vocab_size
 
     def __len__(self) -> int:
         return len(self.indices)

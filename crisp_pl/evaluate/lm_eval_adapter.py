@@ -4,13 +4,13 @@
 (B, T) to logits (B, T, V) plus the model's tokenizer. Scoring follows lm-eval's `HFLM` exactly:
 the (context, continuation) pair is encoded by lm-eval's own `TemplateLM._encode_pair` (trailing
 spaces of the context move onto the continuation; the whole text is encoded, then split), an empty
-context becomes the prefix token (GPT-2's EOS 50256; an HF tokenizer's BOS, else its EOS), requests
+context becomes the prefix token (a crisp_pl tokenizer's EOS, 50256 for GPT-2; an HF tokenizer's BOS, else its EOS), requests
 run longest first in right-padded batches, context+continuation is cut from the left to the model's
 length, and the answer is the summed log-probability of the continuation tokens with whether each
 of them is the argmax.
 
-    lm = CrispLM(checkpoint="results/.../last.ckpt", batch_size=16)           # a crisp_pl GPT checkpoint
-    lm = CrispLM.from_gpt(gpt)                                               # an in-memory GPT
+    lm = CrispLM(checkpoint="results/.../last.ckpt", batch_size=16)           # a crisp_pl GPT checkpoint, with its tokenizer
+    lm = CrispLM.from_gpt(gpt, tokenizer=tok)                                # an in-memory GPT (GPT-2's tokenizer when None)
     lm = CrispLM(hf=SMOLLM2_DIR, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf") # a transformers model
     evaluate(lm, ["arc_easy_test"], include_path=folder)    # tasks written by crisp_pl.evaluate.mcq.write_tasks
     # -> {"arc_easy_test": {"acc": ..., "acc_norm": ..., "acc_stderr": ..., "acc_norm_stderr": ..., "n": 1188.0}}
@@ -50,8 +50,8 @@ from lm_eval.api.model import TemplateLM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from crisp_pl.corpus.tokenizer import EOS_ID, gpt2_encoding  # noqa: E402
-from crisp_pl.model.checkpoint import load_gpt  # noqa: E402
+from crisp_pl.corpus.tokenizer import Tokenizer, gpt2_tokenizer  # noqa: E402
+from crisp_pl.model.checkpoint import load_gpt, load_tokenizer  # noqa: E402
 
 DEFAULT_BATCH_SIZE = 16
 logger = logging.getLogger(__name__)
@@ -80,21 +80,25 @@ class CausalLM:
     module: Any = None
     """The underlying network (a crisp_pl GPT or a transformers model), for callers that need it."""
     tokenizer: Any = None
-    """The underlying tokenizer (a tiktoken Encoding or a transformers tokenizer)."""
+    """The underlying tokenizer (a crisp_pl `Tokenizer` or a transformers tokenizer)."""
 
 
-def gpt_causal_lm(gpt, device: str = "cpu", name: str = "crisp_pl GPT") -> CausalLM:
-    """A crisp_pl `GPT` with the GPT-2 BPE tokenizer. The GPT itself is moved to `device` and put in eval mode."""
-    encoding = gpt2_encoding()
+def gpt_causal_lm(gpt, device: str = "cpu", name: str = "crisp_pl GPT", tokenizer: Tokenizer | None = None) -> CausalLM:
+    """A crisp_pl `GPT` with the tokenizer it was trained with (GPT-2's when None; a checkpoint's is
+    `crisp_pl.model.checkpoint.load_tokenizer`). The GPT itself is moved to `device` and put in eval mode."""
+    tokenizer = tokenizer or gpt2_tokenizer()
+    if tokenizer.vocab_size > gpt.config.vocab_size:
+        raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids, more than the GPT's "
+                         f"{gpt.config.vocab_size} outputs: not the tokenizer it was trained with")
     gpt = gpt.to(device).eval()
 
     def encode(text: str, add_special_tokens: bool | None = None) -> Tokens:
-        # GPT-2 adds no BOS; a literal "<|endoftext|>" is the EOS token, as in Hugging Face's GPT-2 tokenizer
-        return encoding.encode(text, allowed_special="all")
+        # no BOS (GPT-2 has none); a literal "<|endoftext|>" is the EOS token, as in Hugging Face's GPT-2 tokenizer
+        return tokenizer.encode(text, allow_special=True)
 
-    return CausalLM(logits=lambda idx: gpt(idx)[0], encode=encode, decode=encoding.decode, prefix_id=EOS_ID,
-                    eot_id=EOS_ID, max_length=gpt.config.block_size, name=name, device=device,
-                    module=gpt, tokenizer=encoding)
+    return CausalLM(logits=lambda idx: gpt(idx)[0], encode=encode, decode=tokenizer.decode, prefix_id=tokenizer.eos_id,
+                    eot_id=tokenizer.eos_id, max_length=gpt.config.block_size, name=name, device=device,
+                    module=gpt, tokenizer=tokenizer)
 
 
 def hf_causal_lm(model, tokenizer, device: str = "cpu", max_length: int | None = None, name: str | None = None) -> CausalLM:
@@ -157,7 +161,7 @@ class CrispLM(TemplateLM):
         device = _resolve_device(device)
         max_length = None if max_length is None else _positive_int("max_length", max_length)
         if checkpoint is not None:
-            model = gpt_causal_lm(load_gpt(checkpoint), device, name=str(checkpoint))
+            model = gpt_causal_lm(load_gpt(checkpoint), device, name=str(checkpoint), tokenizer=load_tokenizer(checkpoint))
         elif hf is not None:
             model = hf_causal_lm(*load_hf(hf, gguf_file), device=device, name=f"{hf}/{gguf_file}" if gguf_file else str(hf))
         if max_length is not None:  # may only shorten what the model takes
@@ -168,9 +172,10 @@ class CrispLM(TemplateLM):
         self._device = torch.device(model.device)
 
     @classmethod
-    def from_gpt(cls, gpt, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu") -> CrispLM:
-        """Score an in-memory crisp_pl `GPT` (e.g. right after training) with the GPT-2 tokenizer."""
-        return cls(model=gpt_causal_lm(gpt, device), batch_size=batch_size)
+    def from_gpt(cls, gpt, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
+                 tokenizer: Tokenizer | None = None) -> CrispLM:
+        """Score an in-memory crisp_pl `GPT` (e.g. right after training) with its tokenizer (None: GPT-2's)."""
+        return cls(model=gpt_causal_lm(gpt, device, tokenizer=tokenizer), batch_size=batch_size)
 
     @classmethod
     def from_hf(cls, model, tokenizer, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu") -> CrispLM:
@@ -281,7 +286,10 @@ class CrispLM(TemplateLM):
 
 if __name__ != "__main__":
     # registered once, under this module's real name: `python -m` runs the file as __main__ and then
-    # imports it properly (below), and lm-eval refuses a second class for the same name
+    # imports it properly (below), and lm-eval refuses a second class for the same name. lm-eval loads
+    # its own models (hf, ...) only into an empty registry, so they are loaded first.
+    import lm_eval.models  # noqa: E402, F401
+
     register_model("crisp")(CrispLM)
 
 

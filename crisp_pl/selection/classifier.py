@@ -2,7 +2,7 @@
 
 The CRISP paper's classifier baseline (Grangier et al., ICLR 2025, section 4; in the line of
 Gururangan et al. 2020 and Brown et al. 2020's quality filter): logistic regression on the SBERT
-embeddings, specialist train windows as positives (1) and a seeded sample of generalist pool
+embeddings, the specialist train documents' pieces as positives (1) and a seeded sample of generalist pool
 windows as negatives (0), each class weighing half of the loss so the class sizes do not matter.
 Every pool window is scored by its logit and the top `keep_fraction` are kept (the paper keeps
 2.5%). Training draws uniformly from the kept windows.
@@ -33,12 +33,11 @@ SCORE_BATCH = 65536  # pool rows converted to float32 at a time
 
 
 @register("classifier", needs={"embeddings"},
-          settings=lambda cfg: {"keep_fraction": cfg.selection.keep_fraction, "seed": cfg.selection.seed,
-                                "classifier": to_dict(cfg.selection.classifier)})
+          settings=lambda cfg: {"seed": cfg.selection.seed, "classifier": to_dict(cfg.selection.classifier)})
 def select(ctx: SelectionContext) -> Groups:
     """One group: the pool windows an SBERT logistic regression finds most specialist-like."""
-    groups, scores = classifier_groups(ctx.pool_embeddings, ctx.specialist_embeddings, ctx.cfg.selection.classifier,
-                                       ctx.cfg.selection.keep_fraction, ctx.seed)
+    cfg = ctx.cfg.selection.classifier
+    groups, scores = classifier_groups(ctx.pool_embeddings, ctx.specialist_embeddings, cfg, cfg.keep_fraction, ctx.seed)
     ctx.artifacts["scores.npy"] = scores
     return groups
 

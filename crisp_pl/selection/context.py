@@ -33,11 +33,12 @@ class SelectionContext:
     pool_embeddings: np.ndarray | None = None
     """(N, D) fp16 SBERT rows of the pool, when the method needs embeddings."""
     specialist_embeddings: np.ndarray | None = None
-    """(S, D) rows of the specialist windows in use."""
+    """(P, D) rows of the specialist documents in use, one per piece of at most `embed.max_seq_length`
+    word pieces (a short document is one piece), not per window."""
     pool_labels: np.ndarray | None = None
     """(N, levels) cluster id of every pool window at every tree level, when the method needs clusters."""
     specialist_labels: np.ndarray | None = None
-    """(S, levels) the same for the specialist windows in use."""
+    """(P, levels) the cluster ids of those pieces: the units P(c|Ds) counts."""
     artifacts: dict = field(default_factory=dict)
     """File name -> DataFrame (`.csv`) or array (`.npy`) saved beside the groups and logged to MLflow."""
 

@@ -1,7 +1,9 @@
 """CRISP: clustered importance sampling (Grangier et al., ICLR 2025, Algorithm 1).
 
-P(c|Ds) is the histogram of the specialist train windows over the clusters of one tree level;
-P(c|Dg) the same for the generalist pool. Training samples a cluster from P(c|Ds), then a
+P(c|Ds) is the histogram of the specialist train documents over the clusters of one tree level,
+one count per document piece (crisp_pl.stages.data.specialist_embeddings_stage: a short document is
+one piece, a long one one piece per `embed.max_seq_length` word pieces); P(c|Dg) is the histogram
+of the generalist pool's windows. Training samples a cluster from P(c|Ds), then a
 generalist window uniformly inside it, which gives each generalist window of cluster c the
 importance weight w(c) = P(c|Ds) / P(c|Dg) relative to uniform sampling.
 
@@ -26,7 +28,7 @@ class Histogram:
     """Cluster histograms at one level and the importance weights derived from them."""
 
     generalist_counts: np.ndarray  # (C,) generalist windows per cluster
-    specialist_counts: np.ndarray  # (C,) specialist train windows per cluster
+    specialist_counts: np.ndarray  # (C,) specialist document pieces per cluster
     p_specialist: np.ndarray  # (C,) sampling distribution actually used (after drop + smoothing)
     dropped_mass: float  # specialist mass on clusters without generalist windows
 
@@ -46,7 +48,7 @@ class Histogram:
         return pd.DataFrame({
             "cluster": np.arange(len(self.generalist_counts)),
             "generalist_windows": self.generalist_counts,
-            "specialist_windows": self.specialist_counts,
+            "specialist_pieces": self.specialist_counts,
             "p_generalist": self.p_generalist,
             "p_specialist": self.p_specialist,
             "importance_weight": self.importance_weights,

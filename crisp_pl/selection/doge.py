@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from crisp_pl import seeds
 from crisp_pl.config import AuxLMConfig, DogeConfig, TrainConfig, to_dict
-from crisp_pl.model.gpt import GPT, GPTConfig
+from crisp_pl.model.gpt import GPT, GPTConfig, padded_vocab_size
 from crisp_pl.sampling import Groups
 from crisp_pl.selection.context import SelectionContext
 from crisp_pl.selection.registry import register
@@ -84,7 +84,7 @@ def doge_groups(pool_store, pool_labels: np.ndarray, num_clusters: int, speciali
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with torch.random.fork_rng(devices=[]):  # seeds the proxy's init without touching the global RNG
         torch.manual_seed(seeds.stream_seed(seed, "doge.proxy"))
-        gpt = GPT(GPTConfig.from_name(proxy.size, block_size=length)).to(device)
+        gpt = GPT(GPTConfig.from_name(proxy.size, block_size=length, vocab_size=padded_vocab_size(pool_store.vocab_size))).to(device)
     defaults = TrainConfig()  # weight decay, clipping and lr floor as the other auxiliary LMs
     optimizer = torch.optim.AdamW(param_groups(gpt, defaults.weight_decay), lr=proxy.lr, betas=(0.9, 0.95))
     rng = seeds.rng(seed, "doge.draws")

@@ -52,14 +52,14 @@ TEXT_BATCH = 4096  # windows decoded at a time when writing the jsonl files
 
 def _settings(cfg) -> dict:
     dsir = {k: v for k, v in to_dict(cfg.selection.dsir).items() if k != "num_proc"}  # processes do not change weights
-    return {"keep_fraction": cfg.selection.keep_fraction, "seed": cfg.selection.seed, "dsir": dsir}
+    return {"seed": cfg.selection.seed, "dsir": dsir}
 
 
 @register("dsir", settings=_settings)
 def select(ctx: SelectionContext) -> Groups:
     """One group: pool windows resampled by DSIR's hashed n-gram importance weights."""
-    groups, scores = dsir_groups(ctx.pool, ctx.specialist, ctx.cfg.selection.dsir, ctx.cfg.selection.keep_fraction,
-                                 ctx.seed, ctx.work_dir)
+    cfg = ctx.cfg.selection.dsir
+    groups, scores = dsir_groups(ctx.pool, ctx.specialist, cfg, cfg.keep_fraction, ctx.seed, ctx.work_dir)
     ctx.artifacts["scores.npy"] = scores
     return groups
 

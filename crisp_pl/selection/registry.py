@@ -5,7 +5,7 @@
     def select(ctx: SelectionContext) -> Groups: ...
 
 `needs` names the data stages the method reads beyond the windows: `embeddings` (SBERT of the pool
-and of the specialist train windows) and `clusters` (the tree and every window's cluster labels;
+and of the specialist train documents, per piece) and `clusters` (the tree and every window's cluster labels;
 implies embeddings). `settings(cfg)` returns the config values the method reads, which go into
 the selection stage's cache key (with the keys of the data it needs), so changing another
 method's settings never invalidates this one. `targeted` says whether the method reads the

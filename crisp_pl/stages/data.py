@@ -1,7 +1,8 @@
 """The cached stages of the data path, from raw text to cluster labels.
 
-    corpus (+ task)  -> pool       (the generalist pool's window store)
-    corpus + task  -> task         (train / validation / test window stores)
+    corpus (+ task)  -> tokenizer  (GPT-2's, or a BPE trained on the pool's documents)
+    corpus (+ task) + tokenizer -> pool   (the generalist pool's window store)
+    corpus + task + tokenizer  -> task    (train / validation / test window stores)
     windows[split] -> embeddings   (SBERT, fp16 shards; resumable shard by shard)
     embeddings[pool] -> tree       (hierarchical k-means)
     tree + embeddings[split] -> labels   (cluster id per window at every level)
@@ -13,63 +14,139 @@ never re-embeds. Settings that cannot change an output (batch sizes, devices) ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.cluster import ClusterTree
 from crisp_pl.config import RunConfig, to_dict
 from crisp_pl.corpus.tasks import load_corpus, load_task_documents, split_task
+from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
 from crisp_pl.corpus.windows import WindowStore, build_windows
-from crisp_pl.embed import embed_windows, load_embeddings
+from crisp_pl.embed import embed_windows, load_embedder, load_embeddings, split_for_embedder
+from crisp_pl.evaluate.sample import stratified_sample
 
 TASK_SPLITS = ("train", "validation", "test")
+TRAIN_TEXTS = "train_texts.parquet"
 
 
 def _task_inputs(cfg: RunConfig) -> dict:
     task = to_dict(cfg.task)
-    for key in ("name", "max_train_windows"):  # neither changes which document goes where
+    for key in ("name", "max_train_windows", "domain_in_pool"):  # none changes which document goes where
         task.pop(key)
     return task
 
 
-def pool_stage(cache: StageCache, cfg: RunConfig) -> CacheEntry:
-    """The generalist pool's windows. When the task's domain is held out (corpus.holdout, or the task's
-    own extra sources), the pool does not depend on the task, and every task of a study shares it
-    (and its embeddings and tree)."""
+def _corpus_inputs(cfg: RunConfig) -> dict:
+    """The corpus config a window stage hashes; the tokenizer settings enter as the tokenizer stage's key."""
+    corpus = to_dict(cfg.corpus)
+    for key in ("tokenizer", "bpe_vocab_size"):
+        corpus.pop(key)
+    return corpus
+
+
+def _pool_is_shared(cfg: RunConfig) -> tuple[set[str], bool]:
+    """(held-out sources and domains, whether the pool is independent of the task's split).
+
+    The task's own domain never joins the pool (the paper's generalist and specialist corpora are
+    separate) unless `task.domain_in_pool` asks for it; corpus.holdout and the task's extra sources
+    are always held out, so every task of a study that holds them all out shares one pool."""
     held = set(cfg.corpus.holdout) | {s.name for s in cfg.task.extra_sources}
-    shared = set(cfg.task.sources) <= held
-    inputs = {"corpus": to_dict(cfg.corpus), "tokenizer": "gpt2"}
+    if not cfg.task.domain_in_pool:
+        held |= set(cfg.task.sources)
+    return held, set(cfg.task.sources) <= held
+
+
+def _pool_documents(cfg: RunConfig, subsample: bool = True) -> list:
+    """The generalist pool's documents; with `subsample`, only the `corpus.pool_fraction` share of them."""
+    held, shared = _pool_is_shared(cfg)
+    docs = load_corpus(cfg.corpus)
+    pool = [d for d in docs if d.source not in held and d.domain not in held] if shared else \
+        split_task(docs, cfg.task, cfg.corpus.holdout)["pool"]
+    return [d for d in pool if _pool_hash(d.doc_id) < cfg.corpus.pool_fraction] if subsample else pool
+
+
+def _pool_hash(doc_id: str) -> float:
+    """A document's fixed number in [0, 1): pool fractions are nested (the 1/8 pool is inside the 1/4 pool)."""
+    return int.from_bytes(hashlib.sha256(f"pool\0{doc_id}".encode()).digest()[:8], "big") / 2**64
+
+
+def _pool_inputs(cfg: RunConfig) -> dict:
+    """What chooses the pool's documents (and, with the tokenizer, its windows)."""
+    inputs = {"corpus": _corpus_inputs(cfg)}
+    held, shared = _pool_is_shared(cfg)
+    task_held = held - set(cfg.corpus.holdout) - {s.name for s in cfg.task.extra_sources}
+    if task_held:  # the task's domain, held out by default: it chooses the pool's documents
+        inputs["task_holdout"] = sorted(task_held)
     if not shared:
-        inputs["task"] = _task_inputs(cfg)  # the part of the domain the task does not use joins the pool
+        inputs["task"] = _task_inputs(cfg)  # domain_in_pool: the part of the domain the task does not use joins the pool
+    return inputs
+
+
+def tokenizer_stage(cache: StageCache, cfg: RunConfig) -> CacheEntry:
+    """The tokenizer every window store of a run is written with: `tokenizer.json`, its spec
+    (crisp_pl.corpus.tokenizer). `gpt2` is fixed; `bpe` is trained on the generalist pool's documents
+    (never a specialist test document), so its key holds what chooses them and the BPE settings."""
+    if cfg.corpus.tokenizer == "gpt2":
+        inputs = {"tokenizer": "gpt2"}
+    else:
+        inputs = {"tokenizer": "bpe", "vocab_size": cfg.corpus.bpe_vocab_size, "min_frequency": BPE_MIN_FREQUENCY,
+                  **_pool_inputs(cfg)}
+        for key in ("window_length", "shard_windows", "pool_fraction"):  # the whole pool's documents, not their windows
+            inputs["corpus"].pop(key)
 
     def build(out: Path) -> None:
-        docs = load_corpus(cfg.corpus)
-        if shared:
-            pool = [d for d in docs if d.source not in held and d.domain not in held]
+        if cfg.corpus.tokenizer == "gpt2":
+            tokenizer = gpt2_tokenizer()
         else:
-            pool = split_task(docs, cfg.task, cfg.corpus.holdout)["pool"]
-        store = build_windows(pool, out / "pool", cfg.corpus.window_length, cfg.corpus.shard_windows)
+            # the whole pool, whatever corpus.pool_fraction: every pool size of a study shares one tokenizer
+            tokenizer = train_bpe((d.text for d in _pool_documents(cfg, subsample=False)), cfg.corpus.bpe_vocab_size)
+        save_tokenizer(tokenizer, out / "tokenizer.json")
+        (out / "info.json").write_text(json.dumps({"name": tokenizer.name, "vocab_size": tokenizer.vocab_size,
+                                                   "eos_id": tokenizer.eos_id}, indent=1))
+
+    return cache.run("tokenizer", inputs, build)
+
+
+def pool_stage(cache: StageCache, cfg: RunConfig, tokenizer: CacheEntry | None = None) -> CacheEntry:
+    """The generalist pool's windows, written with the tokenizer stage's tokenizer (run here when not
+    given). When the pool is shared (see `_pool_is_shared`), so are its embeddings and tree."""
+    tokenizer = tokenizer or tokenizer_stage(cache, cfg)
+    inputs = {**_pool_inputs(cfg), "tokenizer": tokenizer.key}
+
+    def build(out: Path) -> None:
+        pool = _pool_documents(cfg)
+        store = build_windows(pool, out / "pool", cfg.corpus.window_length, cfg.corpus.shard_windows,
+                              load_tokenizer(tokenizer.path / "tokenizer.json"))
         (out / "splits.json").write_text(json.dumps({"pool": {"documents": len(pool), "windows": len(store)}}, indent=1))
 
     return cache.run("pool", inputs, build)
 
 
-def task_stage(cache: StageCache, cfg: RunConfig) -> CacheEntry:
+def task_stage(cache: StageCache, cfg: RunConfig, tokenizer: CacheEntry | None = None) -> CacheEntry:
     """The specialist task's train / validation / test windows."""
-    inputs = {"corpus": to_dict(cfg.corpus), "task": _task_inputs(cfg), "tokenizer": "gpt2"}
+    tokenizer = tokenizer or tokenizer_stage(cache, cfg)
+    corpus = {k: v for k, v in _corpus_inputs(cfg).items() if k != "pool_fraction"}  # the pool's size moves no task document
+    inputs = {"corpus": corpus, "task": _task_inputs(cfg), "tokenizer": tokenizer.key, "train_texts": True}
 
     def build(out: Path) -> None:
         splits = split_task(load_task_documents(cfg.corpus, cfg.task), cfg.task, cfg.corpus.holdout)
+        out.mkdir(parents=True, exist_ok=True)
+        # the specialist train documents whole, for their per-document embeddings (row i = train doc_table row i)
+        pd.DataFrame({"doc_id": [d.doc_id for d in splits["train"]], "text": [d.text for d in splits["train"]]}
+                     ).to_parquet(out / TRAIN_TEXTS, index=False)
+        encoder = load_tokenizer(tokenizer.path / "tokenizer.json")
         summary = {}
         for name in TASK_SPLITS:
             if name == "validation" and not splits[name]:
                 continue  # validation is optional (validation_fraction 0); train and test are required
-            store = build_windows(splits[name], out / name, cfg.corpus.window_length, cfg.corpus.shard_windows)
+            store = build_windows(splits[name], out / name, cfg.corpus.window_length, cfg.corpus.shard_windows, encoder)
             summary[name] = {"documents": len(splits[name]), "windows": len(store)}
         (out / "splits.json").write_text(json.dumps(summary, indent=1))
 
@@ -87,6 +164,34 @@ def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: CacheEntry, spl
         embed_windows(lambda start, stop: store.texts(range(start, stop)), len(store), cfg.embed, out)
 
     return cache.run("embeddings", inputs, build)
+
+
+def specialist_embeddings_stage(cache: StageCache, cfg: RunConfig, task: CacheEntry) -> CacheEntry:
+    """SBERT embeddings of the specialist train documents, one row per piece: each document is cut into
+    pieces of at most `embed.max_seq_length` word pieces, so N short documents (MCQ questions packed
+    many to a window) give N rows of P(c|Ds), and no part of a long one goes unseen. `owner.npy` maps
+    each row to its document (a row of the train store's doc_table). The pool stays embedded as windows."""
+    embed = to_dict(cfg.embed)
+    for key in ("batch_size", "device", "long_window"):  # pieces fit the embedder: no long-window rule applies
+        embed.pop(key)
+    inputs = {"task": task.key, "unit": "document_pieces", "embed": embed}
+
+    def build(out: Path) -> None:
+        texts = pd.read_parquet(task.path / TRAIN_TEXTS)["text"].tolist()
+        pieces, owner = split_for_embedder(texts, load_embedder(cfg.embed).tokenizer, cfg.embed.max_seq_length)
+        embed_windows(lambda start, stop: pieces[start:stop], len(pieces), cfg.embed, out)
+        np.save(out / "owner.npy", owner)
+
+    return cache.run("embeddings", inputs, build)
+
+
+def specialist_pieces(prepared: "Prepared", subset: np.ndarray) -> np.ndarray:
+    """Rows of the specialist piece embeddings (and labels) that belong to the train windows in use:
+    all of them, or, under `task.max_train_windows`, the pieces of the documents those windows hold."""
+    train = prepared.stores.train
+    if len(subset) == len(train):
+        return np.arange(len(prepared.train_piece_docs))
+    return np.flatnonzero(train.documents_in(subset)[prepared.train_piece_docs])
 
 
 def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: CacheEntry) -> CacheEntry:
@@ -115,6 +220,12 @@ def specialist_subset(n_train: int, cfg: RunConfig) -> np.ndarray:
     return np.sort(seeds.rng(cfg.task.seed, "specialist_subset").permutation(n_train)[:cap])
 
 
+def heldout_windows(store, cap: int | None, seed: int, role: str) -> np.ndarray:
+    """The windows of a held-out store an evaluation scores: all of them, or a seeded sample of `cap`
+    stratified by source (a prefix would be biased: stores are in source order)."""
+    return stratified_sample(store.sources, cap, seeds.rng(seed, role))
+
+
 @dataclass(frozen=True)
 class Stores:
     """The window stores of one run: the generalist pool and the task's splits (validation is optional)."""
@@ -140,25 +251,33 @@ class Prepared:
     stores: Stores
     keys: dict[str, str] = field(default_factory=dict)
     """Data stage name -> cache key, for the stages this run used (logged as tags, hashed downstream)."""
+    tokenizer: Tokenizer | None = None
+    """The tokenizer of every store (the GPT's vocabulary follows it; checkpoints carry its spec)."""
     embeddings: dict[str, CacheEntry] = field(default_factory=dict)
-    """`pool` and `train` -> their embeddings entry, when the method needs embeddings."""
+    """`pool` (one row per window) and `train` (one row per piece of a specialist train document) ->
+    their embeddings entry, when the method needs embeddings."""
+    train_piece_docs: np.ndarray | None = None
+    """(n_pieces,) the train document (doc_table row) of each specialist embedding row."""
     tree: CacheEntry | None = None
     label_stages: tuple[CacheEntry, ...] = ()
     """(pool, train) label entries, when the method needs clusters."""
     pool_labels: np.ndarray | None = None
     """(n_pool, levels) cluster id of every pool window at every level."""
     train_labels: np.ndarray | None = None
-    """(n_train, levels) the same for every specialist train window."""
+    """(n_pieces, levels) the same for every piece of a specialist train document."""
 
 
 def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, need_clusters: bool = False) -> Prepared:
     """Run (or reuse) every data stage a method needs: embeddings and the tree only when it uses them."""
-    pool, task = pool_stage(cache, cfg), task_stage(cache, cfg)
-    splits = {split: WindowStore(task.path / split) if (task.path / split).is_dir() else None for split in TASK_SPLITS}
-    stores = Stores(pool=WindowStore(pool.path / "pool"), **splits)
-    prepared = Prepared(pool, task, stores, {"pool": pool.key, "task": task.key})
+    tokenizer = tokenizer_stage(cache, cfg)
+    pool, task = pool_stage(cache, cfg, tokenizer), task_stage(cache, cfg, tokenizer)
+    encoder = load_tokenizer(tokenizer.path / "tokenizer.json")
+    splits = {split: WindowStore(task.path / split, encoder) if (task.path / split).is_dir() else None for split in TASK_SPLITS}
+    stores = Stores(pool=WindowStore(pool.path / "pool", encoder), **splits)
+    prepared = Prepared(pool, task, stores, {"tokenizer": tokenizer.key, "pool": pool.key, "task": task.key}, tokenizer=encoder)
     if need_embeddings or need_clusters:
-        prepared.embeddings = {"pool": embeddings_stage(cache, cfg, pool, "pool"), "train": embeddings_stage(cache, cfg, task, "train")}
+        prepared.embeddings = {"pool": embeddings_stage(cache, cfg, pool, "pool"), "train": specialist_embeddings_stage(cache, cfg, task)}
+        prepared.train_piece_docs = np.load(prepared.embeddings["train"].path / "owner.npy")
         prepared.keys.update(pool_embeddings=prepared.embeddings["pool"].key, train_embeddings=prepared.embeddings["train"].key)
     if need_clusters:
         tree = tree_stage(cache, cfg, prepared.embeddings["pool"])

@@ -1,31 +1,41 @@
 """The evaluation stage: perplexity on the held-out specialist test windows, and multiple-choice
 accuracy through lm-eval on the test-half questions of any MCQ set among the test documents.
-Its `metrics.json` holds `TASK/{loss,ppl,tokens,windows}` and `SET/{acc,acc_norm,...}`."""
+Its `metrics.json` holds `TASK/{loss,ppl,tokens,windows}`, `TASK/unigram_ppl` (the same windows under the
+pool's add-one smoothed token frequencies: the baseline to beat) and `SET/{acc,acc_norm,...}`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+
+from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.config import RunConfig
 from crisp_pl.corpus.mcq import MCQ_SETS, load_questions
 from crisp_pl.evaluate.mcq import write_tasks
-from crisp_pl.evaluate.perplexity import perplexity
-from crisp_pl.model.checkpoint import load_gpt
-from crisp_pl.stages.data import Prepared
+from crisp_pl.evaluate.perplexity import perplexity, unigram_counts, unigram_perplexity
+from crisp_pl.model.checkpoint import load_gpt, load_tokenizer
+from crisp_pl.evaluate.sample import stratified_sample
+from crisp_pl.stages.data import Prepared, heldout_windows
 
 
 def eval_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, model: CacheEntry) -> CacheEntry:
     inputs = {"model": model.key, "task": prepared.keys["task"], "max_windows": cfg.eval.max_windows,
-              "max_questions": cfg.eval.max_questions}
+              "max_questions": cfg.eval.max_questions, "sample": "stratified", "unigram_pool": prepared.keys["pool"]}
 
     def build(out: Path) -> None:
         gpt = load_gpt(model.path / "final.ckpt")
         test = prepared.stores.test
+        windows = heldout_windows(test, cfg.eval.max_windows, cfg.task.seed, "eval.test_windows")
+        np.save(out / "eval_windows.npy", windows)  # which test windows were scored (logged with the run)
         metrics = {f"{cfg.task.name}/{k}": v for k, v in
-                   perplexity(gpt, test, cfg.eval.batch_size, cfg.eval.max_windows, desc=f"test/{cfg.task.name}").items()}
-        metrics.update(mcq_accuracy(gpt, test, cfg, out / "lm_eval"))
+                   perplexity(gpt, test.subset(windows), cfg.eval.batch_size, desc=f"test/{cfg.task.name}").items()}
+        tokenizer = load_tokenizer(model.path / "final.ckpt")  # the run's: the pool's and the checkpoint's
+        counts = unigram_counts(prepared.stores.pool, tokenizer.vocab_size)
+        metrics[f"{cfg.task.name}/unigram_ppl"] = unigram_perplexity(counts, test.subset(windows))["ppl"]
+        metrics.update(mcq_accuracy(gpt, test, cfg, out / "lm_eval", tokenizer))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     return cache.run("eval", inputs, build)
@@ -35,15 +45,28 @@ def load_metrics(evaluation: CacheEntry) -> dict[str, float]:
     return json.loads((evaluation.path / "metrics.json").read_text())
 
 
-def mcq_accuracy(gpt, test, cfg: RunConfig, folder: Path) -> dict[str, float]:
-    """acc / acc_norm per MCQ set among the test documents (none for a pure language-modeling task)."""
+def mcq_accuracy(gpt, test, cfg: RunConfig, folder: Path, tokenizer=None) -> dict[str, float]:
+    """acc / acc_norm per MCQ set among the test documents (none for a pure language-modeling task),
+    and `chance`: the mean of 1 / (number of choices) over the questions scored.
+
+    With `eval.max_questions`, a seeded sample stratified by subject (MMLU) is scored; the ids of the
+    scored questions are written to `folder/questions.json`."""
     sets = [name for name in MCQ_SETS if name in set(test.doc_table["source"])]
     if not sets:
         return {}
     from crisp_pl.evaluate.lm_eval_adapter import CrispLM, evaluate  # lm-eval is slow to import: only for MCQ tasks
 
     test_ids = set(test.doc_table["doc_id"])
-    by_task = {f"{name}_test_half": [q for q in load_questions(name) if q.doc_id in test_ids][: cfg.eval.max_questions] for name in sets}
+    by_task = {}
+    for name in sets:
+        questions = [q for q in load_questions(name) if q.doc_id in test_ids]
+        rng = seeds.rng(cfg.task.seed, f"eval.questions.{name}")
+        picked = stratified_sample(np.array([q.subject or q.set for q in questions]), cfg.eval.max_questions, rng)
+        by_task[f"{name}_test_half"] = [questions[i] for i in picked]
     write_tasks(by_task, folder)
-    results = evaluate(CrispLM.from_gpt(gpt, batch_size=cfg.eval.batch_size), list(by_task), include_path=folder)
-    return {f"{task.removesuffix('_test_half')}/{k}": float(v) for task, scores in results.items() for k, v in scores.items()}
+    (folder / "questions.json").write_text(json.dumps({t: [q.doc_id for q in qs] for t, qs in by_task.items()}))
+    results = evaluate(CrispLM.from_gpt(gpt, batch_size=cfg.eval.batch_size, tokenizer=tokenizer), list(by_task), include_path=folder)
+    out = {f"{task.removesuffix('_test_half')}/{k}": float(v) for task, scores in results.items() for k, v in scores.items()}
+    for task, questions in by_task.items():
+        out[f"{task.removesuffix('_test_half')}/chance"] = float(np.mean([1 / len(q.choices) for q in questions]))
+    return out

@@ -56,7 +56,8 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResul
         metrics.update(tuned.metrics("finetune/"))
         train_flops, train_seconds = train_flops + tuned.flops, train_seconds + tuned.train_seconds
     metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
-    metrics.update(repetition_stats(groups, cfg.train.max_steps * cfg.train.batch_size, cfg.train.seed, trained.devices))
+    per_rank = trained.steps * trained.micro_batch * trained.accumulate
+    metrics.update(repetition_stats(groups, per_rank, cfg.train.seed, trained.devices))
     selection_flops, selection_seconds = selection_cost(cfg, prepared, selection, groups.info)
     metrics.update(point_costs(selection_flops=selection_flops, selection_seconds=selection_seconds, train_flops=train_flops,
                                train_seconds=train_seconds, train_devices=trained.devices))

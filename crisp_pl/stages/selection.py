@@ -20,7 +20,7 @@ from crisp_pl.config import RunConfig
 from crisp_pl.costs import embedding_flops, kmeans_flops
 from crisp_pl.embed import load_embeddings
 from crisp_pl.selection import Method, SelectionContext, get_method
-from crisp_pl.stages.data import Prepared, specialist_subset
+from crisp_pl.stages.data import Prepared, specialist_pieces, specialist_subset
 
 
 def selection_inputs(cfg: RunConfig, prepared: Prepared, method: Method) -> dict:
@@ -39,11 +39,12 @@ def selection_context(cfg: RunConfig, prepared: Prepared, method: Method, work_d
     stores = prepared.stores
     subset = specialist_subset(len(stores.train), cfg)
     ctx = SelectionContext(cfg, stores.pool, stores.train.subset(subset), subset, stores.validation, work_dir)
-    if method.needs_embeddings:
+    if method.needs_embeddings:  # the specialist side is embedded per document piece, not per window
+        pieces = specialist_pieces(prepared, subset)
         ctx.pool_embeddings = load_embeddings(prepared.embeddings["pool"].path)
-        ctx.specialist_embeddings = load_embeddings(prepared.embeddings["train"].path)[subset]
+        ctx.specialist_embeddings = load_embeddings(prepared.embeddings["train"].path)[pieces]
     if method.needs_clusters:
-        ctx.pool_labels, ctx.specialist_labels = prepared.pool_labels, prepared.train_labels[subset]
+        ctx.pool_labels, ctx.specialist_labels = prepared.pool_labels, prepared.train_labels[pieces]
     return ctx
 
 
@@ -69,7 +70,8 @@ def selection_cost(cfg: RunConfig, prepared: Prepared, selection: CacheEntry, in
     flops, stages = float(info.get("aux_flops", 0.0)), [selection]
     if method.needs_embeddings:
         chunks = 1.0 if cfg.embed.long_window == "truncate" else 5.0  # mean_chunks: ~5 chunks per 1024-token window
-        flops += embedding_flops(len(prepared.stores.pool) + len(prepared.stores.train), cfg.embed, chunks)
+        flops += embedding_flops(len(prepared.stores.pool), cfg.embed, chunks)
+        flops += embedding_flops(len(prepared.train_piece_docs), cfg.embed)  # one row per specialist piece
         stages += prepared.embeddings.values()
     if method.needs_clusters:
         flops += kmeans_flops(len(prepared.stores.pool), cfg.cluster)

@@ -18,9 +18,10 @@ import numpy as np
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.config import ConfigError, RunConfig, TrainConfig, to_dict
 from crisp_pl.model.checkpoint import load_gpt
-from crisp_pl.model.gpt import GPT, GPTConfig
+from crisp_pl.model.gpt import GPT, GPTConfig, padded_vocab_size
 from crisp_pl.sampling import Groups
-from crisp_pl.stages.data import Prepared, specialist_subset
+from crisp_pl.stages.data import Prepared, heldout_windows, specialist_subset
+from crisp_pl.training.batch import batch_plan
 from crisp_pl.training.datamodule import SelectionDataModule
 from crisp_pl.training.module import GPTModule
 from crisp_pl.training.trainer import fit_early_stopped, fit_resumable
@@ -38,6 +39,10 @@ class TrainRecord:
     flops: float
     params: int
     devices: int
+    micro_batch: int = 0
+    """Windows per device per forward pass (crisp_pl.training.batch)."""
+    accumulate: int = 1
+    """Micro batches per optimizer step."""
     best_val_loss: float | None = None
     """Fine-tuning: the validation loss of the kept (best) checkpoint."""
 
@@ -52,14 +57,19 @@ class TrainRecord:
 def _record(out: Path, trainer, module, started: float, **extra: float) -> None:
     record = TrainRecord(train_seconds=time.perf_counter() - started, steps=trainer.global_step,
                          tokens=float(module.tokens_seen), flops=module.flops_seen, params=module.gpt.num_params(),
-                         devices=trainer.world_size, **extra)
+                         devices=trainer.world_size, micro_batch=trainer.datamodule.batch_size,
+                         accumulate=trainer.accumulate_grad_batches, **extra)
     (out / "train.json").write_text(json.dumps({k: v for k, v in dataclasses.asdict(record).items() if v is not None}, indent=1))
 
 
 def _datamodule(cfg: RunConfig, prepared: Prepared, groups: Groups, train: TrainConfig) -> SelectionDataModule:
-    return SelectionDataModule(prepared.stores[groups.store], groups, batch_size=train.batch_size, max_steps=train.max_steps,
-                               seed=train.seed, val_store=prepared.stores.validation, val_batch_size=cfg.eval.batch_size,
-                               val_windows=cfg.eval.max_windows, num_workers=train.num_workers)
+    validation = prepared.stores.validation
+    if validation is not None:  # every run validates on the same seeded, source-stratified windows
+        validation = validation.subset(heldout_windows(validation, cfg.eval.max_windows, cfg.task.seed, "eval.validation_windows"))
+    plan = batch_plan(train, cfg.corpus.window_length)  # the same tokens per step on any number of devices
+    return SelectionDataModule(prepared.stores[groups.store], groups, batch_size=plan.micro_batch, max_steps=train.max_steps,
+                               seed=train.seed, val_store=validation, val_batch_size=cfg.eval.batch_size,
+                               num_workers=train.num_workers, accumulate=plan.accumulate)
 
 
 def _validate_every(prepared: Prepared, every: int) -> int | None:
@@ -75,9 +85,11 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection
 
     def build(out: Path) -> None:
         started = time.perf_counter()
-        gpt_config = GPTConfig.from_name(cfg.model.size, block_size=cfg.corpus.window_length, dropout=cfg.model.dropout)
+        gpt_config = GPTConfig.from_name(cfg.model.size, block_size=cfg.corpus.window_length, dropout=cfg.model.dropout,
+                                         vocab_size=padded_vocab_size(prepared.tokenizer.vocab_size))  # the tokenizer's ids
         data = _datamodule(cfg, prepared, Groups.load(selection.path), cfg.train)
-        trainer, module = fit_resumable(lambda: GPTModule(GPT(gpt_config), cfg.train), data, cfg.train, out,
+        spec = prepared.tokenizer.spec()  # every checkpoint carries its tokenizer
+        trainer, module = fit_resumable(lambda: GPTModule(GPT(gpt_config), cfg.train, spec), data, cfg.train, out,
                                         validate_every=_validate_every(prepared, cfg.train.val_every), logger=logger)
         _record(out, trainer, module, started)
 
@@ -93,12 +105,13 @@ def finetune_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, pretra
     train = dataclasses.replace(cfg.train, lr=ft.lr, max_steps=ft.max_steps, warmup_steps=ft.warmup_steps)
     subset = specialist_subset(len(prepared.stores.train), cfg)
     inputs = {"pretrained": pretrained.key, "task": prepared.keys["task"], "max_train_windows": cfg.task.max_train_windows,
-              "finetune": to_dict(ft), "eval_windows": cfg.eval.max_windows}
+              "finetune": to_dict(ft), "eval_windows": cfg.eval.max_windows, "eval_sample": "stratified"}
 
     def build(out: Path) -> None:
         started = time.perf_counter()
         groups = Groups("train", np.array([0, len(subset)]), subset, np.array([1.0]))
-        trainer, module, best = fit_early_stopped(lambda: GPTModule(load_gpt(pretrained.path / "final.ckpt").train(), train),
+        trainer, module, best = fit_early_stopped(lambda: GPTModule(load_gpt(pretrained.path / "final.ckpt").train(), train,
+                                                                    prepared.tokenizer.spec()),
                                                   _datamodule(cfg, prepared, groups, train), train, out,
                                                   validate_every=ft.val_every, patience=ft.patience, logger=logger)
         _record(out, trainer, module, started, best_val_loss=best)

@@ -33,20 +33,22 @@ class SelectionDataModule(L.LightningDataModule):
     """Trains on windows drawn by GroupSampler; validates on specialist validation windows.
 
     Resuming mid-run needs no state of its own: the trainer restores `global_step` from the
-    checkpoint, and the sampler restarts at sample `global_step * batch_size` of the stream.
+    checkpoint (always at an optimizer-step boundary), and the sampler restarts at sample
+    `global_step * batch_size * accumulate` of the stream.
     """
 
     def __init__(self, train_store, groups: Groups, *, batch_size: int, max_steps: int, seed: int,
-                 val_store=None, val_batch_size: int = 16, val_windows: int | None = None, num_workers: int = 0):
+                 val_store=None, val_batch_size: int = 16, val_windows: int | None = None, num_workers: int = 0,
+                 accumulate: int = 1):
         super().__init__()
         self.train_store, self.groups, self.val_store = train_store, groups, val_store  # groups index train_store
-        self.batch_size, self.max_steps, self.seed = batch_size, max_steps, seed
+        self.batch_size, self.max_steps, self.seed, self.accumulate = batch_size, max_steps, seed, accumulate
         self.val_batch_size, self.val_windows, self.num_workers = val_batch_size, val_windows, num_workers
 
     @property
     def num_samples(self) -> int:
         """Samples per rank over the whole run."""
-        return self.max_steps * self.batch_size
+        return self.max_steps * self.batch_size * self.accumulate
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
@@ -61,5 +63,5 @@ class SelectionDataModule(L.LightningDataModule):
                           num_workers=self.num_workers)
 
     def _consumed(self) -> int:
-        """Samples this rank has trained on (no gradient accumulation: one batch per step)."""
-        return self.trainer.global_step * self.batch_size if self.trainer else 0
+        """Samples this rank has trained on: `accumulate` micro batches per optimizer step."""
+        return self.trainer.global_step * self.batch_size * self.accumulate if self.trainer else 0

@@ -4,9 +4,10 @@ Batches are LongTensor token windows (B, L): the model reads batch[:, :-1] and p
 batch[:, 1:]. The optimizer is AdamW (betas 0.9 / 0.95, weight decay on matrices only) with a
 per-step schedule (`schedule.lr_factor`): linear warmup, then cosine decay to lr * min_lr_ratio at
 max_steps. Gradient clipping is the Trainer's (`trainer.build_trainer`). A checkpoint holds the
-GPTConfig, so `crisp_pl.model.checkpoint.load_gpt` rebuilds the plain network from the file alone.
+GPTConfig and the tokenizer's spec, so `crisp_pl.model.checkpoint.load_gpt` and `load_tokenizer` rebuild the
+plain network and its tokenizer from the file alone.
 
-    >>> module = GPTModule(GPT(GPTConfig.from_name("tiny", block_size=256)), train_config)
+    >>> module = GPTModule(GPT(GPTConfig.from_name("tiny", block_size=256)), train_config, tokenizer.spec())
     >>> build_trainer(train_config).fit(module, datamodule=data)
     >>> gpt = load_gpt("final.ckpt")
 """
@@ -19,14 +20,17 @@ import lightning as L
 import torch
 
 from crisp_pl.config import TrainConfig
+from crisp_pl.model.checkpoint import TOKENIZER_KEY
 from crisp_pl.model.gpt import GPT
 from crisp_pl.training.schedule import lr_factor, param_groups
 
 
 class GPTModule(L.LightningModule):
-    def __init__(self, gpt: GPT, train: TrainConfig):
+    def __init__(self, gpt: GPT, train: TrainConfig, tokenizer: dict | None = None):
+        """`tokenizer`: the spec of the tokenizer the windows were written with (None: GPT-2), saved into
+        every checkpoint beside the weights (not a hyperparameter: a BPE's spec is too long for a logger)."""
         super().__init__()
-        self.gpt, self.train_config = gpt, train
+        self.gpt, self.train_config, self.tokenizer_spec = gpt, train, tokenizer
         # Plain dicts, so the checkpoint loads without pickled classes and load_gpt can rebuild the net.
         self.save_hyperparameters({"gpt_config": dataclasses.asdict(gpt.config), "train": dataclasses.asdict(train)})
         # Training FLOPs per predicted token for full windows (block_size tokens predict block_size - 1);
@@ -74,6 +78,8 @@ class GPTModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["crisp_counters"] = {"tokens_seen": self.tokens_seen, "flops_seen": self.flops_seen}
+        if self.tokenizer_spec is not None:
+            checkpoint[TOKENIZER_KEY] = self.tokenizer_spec
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         counters = checkpoint.get("crisp_counters", {})

@@ -44,7 +44,7 @@ def trainer_kwargs(train: TrainConfig) -> dict:
 
 
 def build_trainer(train: TrainConfig, *, validate_every: int | None = None, logger=None,
-                  callbacks: Sequence[Callback] = (), root: str | Path | None = None) -> L.Trainer:
+                  callbacks: Sequence[Callback] = (), root: str | Path | None = None, accumulate: int = 1) -> L.Trainer:
     """A Trainer for `train`; validation every `validate_every` steps (None: no validation loop).
 
     Checkpointing is on exactly when a ModelCheckpoint callback is given; `root` is the Trainer's
@@ -52,7 +52,8 @@ def build_trainer(train: TrainConfig, *, validate_every: int | None = None, logg
     """
     validation = ({"limit_val_batches": 0} if validate_every is None else
                   {"val_check_interval": min(validate_every, train.max_steps), "check_val_every_n_epoch": None})
-    return L.Trainer(**trainer_kwargs(train), **validation, logger=logger if logger is not None else False,
+    return L.Trainer(**trainer_kwargs(train), **validation, accumulate_grad_batches=accumulate,
+                     logger=logger if logger is not None else False,
                      callbacks=list(callbacks), enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
                      use_distributed_sampler=False, enable_model_summary=False, default_root_dir=root)
 
@@ -64,7 +65,7 @@ def mlflow_logger(tracking_uri: str, run_id: str, prefix: str = ""):
     return MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id, prefix=prefix)
 
 
-def fit_resumable(make_module: Callable[[], L.LightningModule], data: L.LightningDataModule, train: TrainConfig,
+def fit_resumable(make_module: Callable[[], L.LightningModule], data, train: TrainConfig,
                   folder: Path, *, validate_every: int | None, logger=None) -> tuple[L.Trainer, L.LightningModule]:
     """Seed with `train.seed`, build the module (so its initialization follows the seed) and fit it,
     checkpointing every `train.checkpoint_every` steps under `folder/checkpoints` and resuming from
@@ -74,14 +75,14 @@ def fit_resumable(make_module: Callable[[], L.LightningModule], data: L.Lightnin
     checkpoints = folder / "checkpoints"
     resume = checkpoints / "last.ckpt"
     saver = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=train.checkpoint_every, save_last=True, save_top_k=0)
-    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver])
+    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver], accumulate=data.accumulate)
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
     trainer.save_checkpoint(folder / "final.ckpt")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return trainer, module
 
 
-def fit_early_stopped(make_module: Callable[[], L.LightningModule], data: L.LightningDataModule, train: TrainConfig,
+def fit_early_stopped(make_module: Callable[[], L.LightningModule], data, train: TrainConfig,
                       folder: Path, *, validate_every: int, patience: int,
                       logger=None) -> tuple[L.Trainer, L.LightningModule, float]:
     """Seed, build the module and fit it until the validation loss stops improving for `patience`
@@ -91,7 +92,8 @@ def fit_early_stopped(make_module: Callable[[], L.LightningModule], data: L.Ligh
     module = make_module()
     best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/loss", mode="min", save_top_k=1)
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience)
-    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[best, stop])
+    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[best, stop],
+                            accumulate=data.accumulate)
     trainer.fit(module, datamodule=data)
     os.replace(best.best_model_path, folder / "final.ckpt")
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)

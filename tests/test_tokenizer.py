@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,8 @@ def test_bpe_round_trips_any_text_exactly(bpe):
     # the spec rebuilds the same tokenizer
     again = tokenizer_from_spec(json.loads(json.dumps(bpe.spec())))
     assert again.name == bpe.name and again.encode_batch(texts) == ids
+    pickled = pickle.loads(pickle.dumps(bpe))  # as a DataLoader worker or a process pool gets it
+    assert pickled.encode_batch(texts) == ids and bpe.eos_id not in pickled.encode(f"a{EOS_TEXT}b")
 
 
 def test_bpe_training_is_deterministic_also_in_a_fresh_process(bpe):

@@ -151,6 +151,9 @@ class BPETokenizer(Tokenizer):
     def spec(self) -> dict:
         return {"kind": "bpe", "json": self.json}
 
+    def __reduce__(self):
+        return BPETokenizer, (self.json,)  # rebuilt from its JSON: `tokenizers` pickling drops encode_special_tokens
+
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     """A byte-level BPE of at most `vocab_size` ids (fewer when the texts run out of pairs seen twice)

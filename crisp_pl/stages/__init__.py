@@ -1,6 +1,6 @@
 """The cached stages a grid point passes through, one module each:
 
-    data.py        corpus -> pool and task windows -> embeddings -> tree -> labels  (`prepare` -> Prepared)
+    data.py        corpus -> tokenizer -> pool and task windows -> embeddings -> tree -> labels  (`prepare` -> Prepared)
     selection.py   a registered method's groups                                   (crisp_pl.selection)
     training.py    pretraining on the groups; fine-tuning on the specialist set   (crisp_pl.training)
     evaluation.py  test perplexity; MCQ accuracy through lm-eval                  (crisp_pl.evaluate)

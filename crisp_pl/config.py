@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 
@@ -109,8 +110,17 @@ class TaskConfig:
     the pool, so CRISP can sample the specialist distribution itself; figures and tables label it."""
     seed: int = 0
     """Seed of the document split."""
+    components: list[TaskConfig] = field(default_factory=list)
+    """A multitask: the tasks it mixes, as preset names or mappings. Each keeps its own split (the MCQ
+    sets their halves, so a component's test set is its single task's); `sources` and `extra_sources`
+    become their union, and the split fields above are unused."""
+    weights: list[float] = field(default_factory=list)
+    """A multitask's share of each component in the specialist mixture (P(c|Ds) for CRISP, the draws
+    of specialist-only); empty: equal shares, whatever each task's size."""
 
     def __post_init__(self):
+        if self.components:
+            self._mix_components()
         fractions = (self.train_fraction, self.validation_fraction, self.test_fraction)
         if any(f < 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
             raise ConfigError(f"task {self.name!r}: train/validation/test fractions must be >= 0 and sum to <= 1, got {fractions}")
@@ -118,6 +128,37 @@ class TaskConfig:
             raise ConfigError(f"task {self.name!r}: `sources` is empty")
         if self.split not in ("fractions", "halves"):
             raise ConfigError(f"task {self.name!r}: split must be `fractions` or `halves`, got {self.split!r}")
+
+    def _mix_components(self) -> None:
+        names = [c.name for c in self.components]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"task {self.name!r}: component names repeat: {names}")
+        if any(c.components for c in self.components):
+            raise ConfigError(f"task {self.name!r}: a component cannot be a multitask itself")
+        if self.weights and (len(self.weights) != len(names) or min(self.weights) <= 0):
+            raise ConfigError(f"task {self.name!r}: weights must be {len(names)} positive numbers "
+                              f"(one per component: {names}), got {self.weights}")
+        self.sources = list(dict.fromkeys(s for c in self.components for s in c.sources))
+        extra = {s.name: s for c in self.components for s in c.extra_sources}
+        self.extra_sources = list(extra.values())
+        for i, a in enumerate(self.components):
+            for b in self.components[i + 1:]:
+                if set(a.sources) & set(b.sources):
+                    raise ConfigError(f"task {self.name!r}: components {a.name!r} and {b.name!r} share sources "
+                                      f"{sorted(set(a.sources) & set(b.sources))}")
+
+    def mixture_weights(self) -> np.ndarray:
+        """(components,) each component's share of the specialist mixture, summing to 1."""
+        w = np.asarray(self.weights or [1.0] * len(self.components), dtype=np.float64)
+        return w / w.sum()
+
+    def component_index(self, sources, domains) -> np.ndarray:
+        """(n,) the component each (source, domain) pair belongs to, matched as in `sources`; -1: none."""
+        out = np.full(len(sources), -1, dtype=np.int64)
+        for i, component in enumerate(self.components):
+            wanted = list(component.sources)
+            out[np.isin(sources, wanted) | np.isin(domains, wanted)] = i
+        return out
 
 
 @dataclass
@@ -456,10 +497,18 @@ TASKS_DIR = Path(__file__).resolve().parent.parent / "configs" / "tasks"
 
 
 def expand_task(layer: dict) -> dict:
-    """A layer's `task: NAME` replaced by the preset configs/tasks/NAME.yaml (its `task` mapping)."""
-    name = layer.get("task")
-    if not isinstance(name, str):
-        return layer
+    """A layer's `task: NAME` replaced by the preset configs/tasks/NAME.yaml (its `task` mapping), and
+    so is every preset name among a multitask's `components`."""
+    task = layer.get("task")
+    if isinstance(task, str):
+        task = task_preset(task)
+    if isinstance(task, dict) and isinstance(task.get("components"), list):
+        task = dict(task, components=[task_preset(c) if isinstance(c, str) else c for c in task["components"]])
+    return layer if task is layer.get("task") else dict(layer, task=task)
+
+
+def task_preset(name: str) -> dict:
+    """The `task` mapping of configs/tasks/NAME.yaml."""
     path = TASKS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(TASKS_DIR.glob("*.yaml")))
@@ -467,7 +516,8 @@ def expand_task(layer: dict) -> dict:
     preset = load_yaml(path)
     if not isinstance(preset.get("task"), dict):
         raise ConfigError(f"{path}: expected a `task` mapping")
-    return dict(layer, task=preset["task"])
+    # a single-task preset merged over a multitask must not inherit its components
+    return {"components": [], "weights": [], **preset["task"]}
 
 
 def build_run_config(*layers: dict, where: str = "") -> RunConfig:

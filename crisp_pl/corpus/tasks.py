@@ -8,6 +8,8 @@ Because a document's split depends only on its own id, capping or growing the co
 a document from one split to another. With `split: halves` (the MCQ tasks, as in the paper) the
 half of the domain with the smallest u is the test set and the other half the train set, of
 which a `validation_fraction` share (by a second hash) is held out for validation.
+A multitask (`task.components`) splits each component's documents by that component's own rule
+and seed, so its ARC-Easy test half is exactly the single ARC-Easy task's.
 
 Documents whose source or domain is in `holdout` (corpus.holdout, plus the task's own extra
 sources) never join the pool: in a multi-task study every task's documents are held out, so all
@@ -65,17 +67,23 @@ def load_task_documents(corpus: CorpusConfig, task: TaskConfig, progress: bool =
 
 def split_task(docs: list[Document], task: TaskConfig, holdout: list[str] = ()) -> dict[str, list[Document]]:
     """{"pool", "train", "validation", "test"} -> documents; disjoint, each in input order."""
-    wanted = set(task.sources)
     held = set(holdout) | {s.name for s in task.extra_sources}
     splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
-    matched = [doc for doc in docs if doc.source in wanted or doc.domain in wanted]
-    chosen = (_halves if task.split == "halves" else _fractions)(matched, task)
+    chosen = {}
+    for part in task.components or [task]:  # a multitask splits each component by its own rule
+        mine = [doc for doc in docs if _matches(doc, part)]
+        chosen.update((_halves if part.split == "halves" else _fractions)(mine, part))
     for doc in docs:
         name = chosen.get(doc.doc_id, "pool")
         if name != "pool" or (doc.source not in held and doc.domain not in held):
             splits[name].append(doc)
-    _check(splits, task, len(matched), docs)
+    for part in task.components or [task]:
+        _check({name: [d for d in split if _matches(d, part)] for name, split in splits.items()}, part, docs)
     return splits
+
+
+def _matches(doc: Document, task: TaskConfig) -> bool:
+    return doc.source in task.sources or doc.domain in task.sources
 
 
 def _fractions(docs: list[Document], task: TaskConfig) -> dict[str, str]:
@@ -103,7 +111,8 @@ def _unit_hash(seed: int, doc_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _check(splits: dict[str, list[Document]], task: TaskConfig, matched: int, docs: list[Document]) -> None:
+def _check(splits: dict[str, list[Document]], task: TaskConfig, docs: list[Document]) -> None:
+    matched = sum(len(split) for split in splits.values())
     if matched == 0:
         have = sorted({d.source for d in docs} | {d.domain for d in docs})
         raise CorpusError(f"task {task.name!r}: no document has a source or domain in task.sources={task.sources} "

@@ -35,6 +35,9 @@ class SelectionContext:
     specialist_embeddings: np.ndarray | None = None
     """(P, D) rows of the specialist documents in use, one per piece of at most `embed.max_seq_length`
     word pieces (a short document is one piece), not per window."""
+    specialist_weights: np.ndarray | None = None
+    """(P,) weight of each specialist piece in P(c|Ds), for a multitask (its components mixed by
+    `task.weights`); None: one count per piece."""
     pool_labels: np.ndarray | None = None
     """(N, levels) cluster id of every pool window at every tree level, when the method needs clusters."""
     specialist_labels: np.ndarray | None = None

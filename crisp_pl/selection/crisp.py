@@ -7,6 +7,9 @@ of the generalist pool's windows. Training samples a cluster from P(c|Ds), then 
 generalist window uniformly inside it, which gives each generalist window of cluster c the
 importance weight w(c) = P(c|Ds) / P(c|Dg) relative to uniform sampling.
 
+A multitask weighs each piece so that its components enter P(c|Ds) in `task.weights` (equal by
+default), whatever their sizes (crisp_pl.stages.selection.piece_mixture_weights).
+
 Specialist mass on a cluster that holds no generalist window cannot be sampled (there is nothing
 to draw); it is dropped and the rest renormalized. The dropped share is reported as
 `selection/dropped_mass` so a tree too fine for its pool is visible rather than silent.
@@ -55,14 +58,18 @@ class Histogram:
         })
 
 
-def histogram(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clusters: int, smoothing: float = 0.0) -> Histogram:
+def histogram(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clusters: int, smoothing: float = 0.0,
+              specialist_weights: np.ndarray | None = None) -> Histogram:
     """Build P(c|Ds) over clusters that can be sampled.
 
-    `smoothing` adds that many pseudo-counts to every cluster holding generalist windows
-    (Laplace smoothing), which keeps some mass on clusters the small specialist set missed.
+    `smoothing` adds that many pseudo-counts (in units of the mean piece weight) to every cluster
+    holding generalist windows (Laplace smoothing), which keeps some mass on clusters the small
+    specialist set missed. `specialist_weights` weighs each piece (a multitask's mixture); None: one each.
     """
     g = np.bincount(pool_labels, minlength=num_clusters).astype(np.float64)
-    s = np.bincount(specialist_labels, minlength=num_clusters).astype(np.float64)
+    counts = np.bincount(specialist_labels, minlength=num_clusters).astype(np.float64)
+    s = counts if specialist_weights is None else \
+        np.bincount(specialist_labels, specialist_weights, minlength=num_clusters) * len(specialist_labels) / np.sum(specialist_weights)
     if s.sum() == 0:
         raise ValueError("the specialist set has no windows to build a histogram from")
     reachable = g > 0
@@ -70,12 +77,13 @@ def histogram(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_cluste
     kept = np.where(reachable, s + smoothing, 0.0)
     if kept.sum() == 0:
         raise ValueError("no specialist window falls in a cluster that holds generalist windows")
-    return Histogram(g, s, kept / kept.sum(), float(dropped))
+    return Histogram(g, counts, kept / kept.sum(), float(dropped))
 
 
-def crisp_groups(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clusters: int, smoothing: float = 0.0) -> tuple[Groups, Histogram]:
+def crisp_groups(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clusters: int, smoothing: float = 0.0,
+                 specialist_weights: np.ndarray | None = None) -> tuple[Groups, Histogram]:
     """Groups = clusters of the pool, weighted by the specialist histogram."""
-    hist = histogram(pool_labels, specialist_labels, num_clusters, smoothing)
+    hist = histogram(pool_labels, specialist_labels, num_clusters, smoothing, specialist_weights)
     info = {
         "dropped_mass": hist.dropped_mass,
         "clusters": num_clusters,
@@ -86,11 +94,12 @@ def crisp_groups(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clu
 
 
 @register("crisp", needs={"clusters"},
-          settings=lambda cfg: {"level": cfg.cluster.level, "smoothing": cfg.selection.smoothing})
+          settings=lambda cfg: {"level": cfg.cluster.level, "smoothing": cfg.selection.smoothing,
+                                **({"weights": cfg.task.weights} if cfg.task.components else {})})
 def select(ctx: SelectionContext) -> Groups:
     """Pool clusters of one tree level weighted by the specialist histogram P(c|Ds)."""
     level = ctx.cfg.cluster.level
     groups, hist = crisp_groups(ctx.pool_labels[:, level], ctx.specialist_labels[:, level],
-                                ctx.cfg.cluster.levels[level], ctx.cfg.selection.smoothing)
+                                ctx.cfg.cluster.levels[level], ctx.cfg.selection.smoothing, ctx.specialist_weights)
     ctx.artifacts["histogram.csv"] = hist.table()
     return groups

@@ -1,5 +1,6 @@
-"""Specialist-only training: one group holding the specialist train windows in use, repeated as often as
-the token budget asks."""
+"""Specialist-only training: the specialist train windows in use, repeated as often as the token budget
+asks. One group, drawn uniformly; a multitask gets one group per component, drawn in the task's
+mixture weights (`task.weights`, equal by default) rather than in proportion to each task's size."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from crisp_pl.selection.context import SelectionContext
 from crisp_pl.selection.registry import register
 
 
-@register("specialist")
+@register("specialist", settings=lambda cfg: {"weights": cfg.task.weights} if cfg.task.components else {})
 def select(ctx: SelectionContext) -> Groups:
     """The specialist train windows only (its members index the task's train store)."""
-    return Groups("train", np.array([0, len(ctx.specialist_indices)]), ctx.specialist_indices, np.array([1.0]))
+    task, indices = ctx.cfg.task, ctx.specialist_indices
+    if not task.components:
+        return Groups("train", np.array([0, len(indices)]), indices, np.array([1.0]))
+    component = task.component_index(ctx.specialist.sources, ctx.specialist.domains)  # a window's first document's
+    weights = task.mixture_weights() * (np.bincount(component, minlength=len(task.components)) > 0)
+    groups = Groups.from_labels("train", component, weights / weights.sum(),
+                                {"components": len(task.components)})
+    groups.members = indices[groups.members]
+    return groups

@@ -38,7 +38,7 @@ TRAIN_TEXTS = "train_texts.parquet"
 
 def _task_inputs(cfg: RunConfig) -> dict:
     task = to_dict(cfg.task)
-    for key in ("name", "max_train_windows", "domain_in_pool"):  # none changes which document goes where
+    for key in ("name", "max_train_windows", "domain_in_pool", "weights"):  # none changes which document goes where
         task.pop(key)
     return task
 

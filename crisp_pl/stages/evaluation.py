@@ -1,7 +1,8 @@
 """The evaluation stage: perplexity on the held-out specialist test windows, and multiple-choice
 accuracy through lm-eval on the test-half questions of any MCQ set among the test documents.
 Its `metrics.json` holds `TASK/{loss,ppl,tokens,windows}`, `TASK/unigram_ppl` (the same windows under the
-pool's add-one smoothed token frequencies: the baseline to beat) and `SET/{acc,acc_norm,...}`."""
+pool's add-one smoothed token frequencies: the baseline to beat) and `SET/{acc,acc_norm,...}`; a multitask
+also `TASK/COMPONENT/...` for each of its components."""
 
 from __future__ import annotations
 
@@ -30,15 +31,40 @@ def eval_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, model: Cac
         test = prepared.stores.test
         windows = heldout_windows(test, cfg.eval.max_windows, cfg.task.seed, "eval.test_windows")
         np.save(out / "eval_windows.npy", windows)  # which test windows were scored (logged with the run)
-        metrics = {f"{cfg.task.name}/{k}": v for k, v in
-                   perplexity(gpt, test.subset(windows), cfg.eval.batch_size, desc=f"test/{cfg.task.name}").items()}
         tokenizer = load_tokenizer(model.path / "final.ckpt")  # the run's: the pool's and the checkpoint's
         counts = unigram_counts(prepared.stores.pool, tokenizer.vocab_size)
-        metrics[f"{cfg.task.name}/unigram_ppl"] = unigram_perplexity(counts, test.subset(windows))["ppl"]
+        metrics, parts = {}, test_parts(cfg, test, windows)
+        for name, part in parts.items():
+            scores = perplexity(gpt, test.subset(part), cfg.eval.batch_size, desc=f"test/{name}")
+            scores["unigram_ppl"] = unigram_perplexity(counts, test.subset(part))["ppl"]
+            metrics.update({f"{name}/{k}": v for k, v in scores.items()})
+        if cfg.task.components:
+            metrics.update(_pooled(cfg.task.name, metrics, parts))
         metrics.update(mcq_accuracy(gpt, test, cfg, out / "lm_eval", tokenizer))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     return cache.run("eval", inputs, build)
+
+
+def test_parts(cfg: RunConfig, test, windows: np.ndarray) -> dict[str, np.ndarray]:
+    """Metric prefix -> the test windows it scores: `TASK`, or for a multitask one `TASK/COMPONENT`
+    per component (a window counts for the component of its first document)."""
+    if not cfg.task.components:
+        return {cfg.task.name: windows}
+    component = cfg.task.component_index(test.sources[windows], test.domains[windows])
+    return {f"{cfg.task.name}/{c.name}": windows[component == i] for i, c in enumerate(cfg.task.components)
+            if (component == i).any()}
+
+
+def _pooled(task: str, metrics: dict, parts: dict) -> dict[str, float]:
+    """A multitask's `TASK/{loss,ppl,unigram_ppl,tokens,windows}` over the union of its components'
+    test windows, token-weighted as `perplexity` weighs windows."""
+    tokens = {name: metrics[f"{name}/tokens"] for name in parts}
+    total = sum(tokens.values())
+    loss = sum(metrics[f"{name}/loss"] * n for name, n in tokens.items()) / total
+    unigram = sum(np.log(metrics[f"{name}/unigram_ppl"]) * n for name, n in tokens.items()) / total
+    return {f"{task}/loss": loss, f"{task}/ppl": float(np.exp(loss)), f"{task}/unigram_ppl": float(np.exp(unigram)),
+            f"{task}/tokens": total, f"{task}/windows": float(sum(len(w) for w in parts.values()))}
 
 
 def load_metrics(evaluation: CacheEntry) -> dict[str, float]:

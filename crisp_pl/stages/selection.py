@@ -43,9 +43,19 @@ def selection_context(cfg: RunConfig, prepared: Prepared, method: Method, work_d
         pieces = specialist_pieces(prepared, subset)
         ctx.pool_embeddings = load_embeddings(prepared.embeddings["pool"].path)
         ctx.specialist_embeddings = load_embeddings(prepared.embeddings["train"].path)[pieces]
+        if cfg.task.components:
+            ctx.specialist_weights = piece_mixture_weights(cfg, stores.train.doc_table, prepared.train_piece_docs[pieces])
     if method.needs_clusters:
         ctx.pool_labels, ctx.specialist_labels = prepared.pool_labels, prepared.train_labels[pieces]
     return ctx
+
+
+def piece_mixture_weights(cfg: RunConfig, doc_table, piece_docs: np.ndarray) -> np.ndarray:
+    """(P,) a multitask's weight per specialist piece: component t's pieces share its mixture weight
+    (task.weights) equally, so P(c|Ds) mixes the tasks' histograms, not their piece counts."""
+    component = cfg.task.component_index(doc_table["source"].to_numpy()[piece_docs], doc_table["domain"].to_numpy()[piece_docs])
+    counts = np.bincount(component, minlength=len(cfg.task.components))
+    return cfg.task.mixture_weights()[component] / counts[component]
 
 
 def selection_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared) -> CacheEntry:

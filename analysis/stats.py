@@ -12,7 +12,8 @@ absent where a point did not log the metric).
   `unpaired`, so a missing run never pairs seed 2 of one group with seed 1 of another.
 
 The reference groups a study is compared against are found by method and fine-tuning: the
-generalist is method `uniform` without fine-tuning, CRISP is method `crisp` without fine-tuning.
+generalist is method `uniform` without fine-tuning, CRISP is method `crisp` without fine-tuning
+(the variant named `crisp` where a study has several CRISP variants).
 """
 
 from __future__ import annotations
@@ -94,9 +95,14 @@ def paired_differences(runs: pd.DataFrame, metric: str, reference: str) -> pd.Da
 def reference_groups(runs: pd.DataFrame, method: str) -> list[str]:
     """Groups of `method` that did not fine-tune (the generalist: `uniform`; CRISP: `crisp`), in order.
 
+    Where a variant is named after the method (`crisp`), it alone is the reference: other variants of
+    the method are ablations or controls (`crisp_flat`), compared against it, not references themselves.
     A missing `finetune` column counts as no fine-tuning."""
     finetune = runs["finetune"].fillna(False).astype(bool) if "finetune" in runs else pd.Series(False, index=runs.index)
-    return groups(runs[(runs["method"] == method) & ~finetune])
+    candidates = runs[(runs["method"] == method) & ~finetune]
+    if "variant" in candidates and (candidates["variant"] == method).any():
+        candidates = candidates[candidates["variant"] == method]
+    return groups(candidates)
 
 
 def format_mean_se(mean: float, se: float = math.nan) -> str:

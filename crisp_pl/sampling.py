@@ -60,7 +60,12 @@ class Groups:
     @classmethod
     def single(cls, store: str, n_windows: int, info: dict | None = None) -> "Groups":
         """One group holding every window of `store` (uniform sampling)."""
-        return cls(store, np.array([0, n_windows]), np.arange(n_windows), np.array([1.0]), info or {})
+        return cls.of(store, np.arange(n_windows), info)
+
+    @classmethod
+    def of(cls, store: str, windows: np.ndarray, info: dict | None = None) -> "Groups":
+        """One group holding `windows` of `store`, drawn uniformly."""
+        return cls(store, np.array([0, len(windows)]), windows, np.array([1.0]), info or {})
 
     @classmethod
     def from_labels(cls, store: str, labels: np.ndarray, weights: np.ndarray, info: dict | None = None) -> "Groups":

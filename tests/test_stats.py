@@ -88,6 +88,9 @@ def test_paired_differences_against_a_reference_and_reference_groups():
     assert reference_groups(medical, "uniform") == ["generalist,task=medical"]
     assert reference_groups(medical, "crisp") == ["crisp,task=medical"]  # crisp+ft fine-tuned: not the reference
     assert reference_groups(medical.drop(columns="finetune"), "crisp") == ["crisp,task=medical", "crisp+ft,task=medical"]
+    controls = pd.DataFrame({"group": ["crisp", "crisp_flat", "crisp_16"], "method": "crisp", "variant": ["crisp", "crisp_flat", ""]})
+    assert reference_groups(controls, "crisp") == ["crisp"]  # the variant named after the method; the others are compared to it
+    assert reference_groups(controls.iloc[1:], "crisp") == ["crisp_flat", "crisp_16"]
     table = paired_differences(medical, "test/medical/ppl", "crisp,task=medical")
     assert list(table["group"]) == ["generalist,task=medical", "crisp+ft,task=medical"]
     assert list(table["n"]) == [3, 2] and table["mean"][0] == pytest.approx(35.0 / 3) and table["mean"][1] == -9.5

@@ -92,22 +92,23 @@ def _fractions(docs: list[Document], task: TaskConfig) -> dict[str, str]:
     cut_test = cut_validation + task.test_fraction
     out = {}
     for doc in docs:
-        u = _unit_hash(task.seed, doc.doc_id)
+        u = unit_hash(task.seed, doc.doc_id)
         out[doc.doc_id] = ("train" if u < cut_train else "validation" if u < cut_validation
                            else "test" if u < cut_test else "pool")
     return out
 
 
 def _halves(docs: list[Document], task: TaskConfig) -> dict[str, str]:
-    ranked = sorted(docs, key=lambda d: _unit_hash(task.seed, d.doc_id))
+    ranked = sorted(docs, key=lambda d: unit_hash(task.seed, d.doc_id))
     out = {d.doc_id: "test" for d in ranked[: len(ranked) // 2]}
     for doc in ranked[len(ranked) // 2:]:
-        out[doc.doc_id] = "validation" if _unit_hash(task.seed + 1, doc.doc_id) < task.validation_fraction else "train"
+        out[doc.doc_id] = "validation" if unit_hash(task.seed + 1, doc.doc_id) < task.validation_fraction else "train"
     return out
 
 
-def _unit_hash(seed: int, doc_id: str) -> float:
-    digest = hashlib.sha256(f"{seed}\0{doc_id}".encode()).digest()
+def unit_hash(salt: int | str, doc_id: str) -> float:
+    """A document's fixed number in [0, 1) under `salt` (a split seed, or `pool` for the pool's fractions)."""
+    digest = hashlib.sha256(f"{salt}\0{doc_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

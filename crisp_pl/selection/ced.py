@@ -86,7 +86,7 @@ def ced_groups(pool_store, specialist_store, cfg: AuxLMConfig, keep_fraction: fl
     if len(general_windows) == 0:
         raise ValueError("ced.disjoint_generalist: every pool window is scored; none is left to train the generalist LM")
     generalist_lm, generalist_flops = train_aux_lm(
-        pool_store, Groups("pool", [0, len(general_windows)], general_windows, [1.0]), cfg,
+        pool_store, Groups.of("pool", general_windows), cfg,
         seeds.stream_seed(seed, "ced.generalist_lm"), work_dir / "generalist_lm")
     init = copy.deepcopy(generalist_lm) if specialist_lm == "finetune" else None
     specialist_lm, specialist_flops = train_aux_lm(specialist_store, Groups.single("train", n_spec), cfg,

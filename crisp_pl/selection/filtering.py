@@ -36,5 +36,4 @@ def filter_groups(selected: np.ndarray, info: dict) -> Groups:
     """One group of weight 1 holding the selected pool windows (unique, sorted)."""
     selected = np.sort(np.asarray(selected, dtype=np.int64))
     assert len(np.unique(selected)) == len(selected), "a filter selected a window twice"
-    return Groups("pool", np.array([0, len(selected)]), selected, np.array([1.0]),
-                  {key: float(value) for key, value in info.items()})
+    return Groups.of("pool", selected, {key: float(value) for key, value in info.items()})

@@ -16,7 +16,7 @@ def select(ctx: SelectionContext) -> Groups:
     """The specialist train windows only (its members index the task's train store)."""
     task, indices = ctx.cfg.task, ctx.specialist_indices
     if not task.components:
-        return Groups("train", np.array([0, len(indices)]), indices, np.array([1.0]))
+        return Groups.of("train", indices)
     component = task.component_index(ctx.specialist.sources, ctx.specialist.domains)  # a window's first document's
     weights = task.mixture_weights() * (np.bincount(component, minlength=len(task.components)) > 0)
     groups = Groups.from_labels("train", component, weights / weights.sum(),

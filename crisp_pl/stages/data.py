@@ -14,7 +14,6 @@ never re-embeds. Settings that cannot change an output (batch sizes, devices) ar
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.cluster import ClusterTree
 from crisp_pl.config import RunConfig, to_dict
-from crisp_pl.corpus.tasks import load_corpus, load_task_documents, split_task
+from crisp_pl.corpus.tasks import load_corpus, load_task_documents, split_task, unit_hash
 from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
 from crisp_pl.corpus.windows import WindowStore, build_windows
 from crisp_pl.embed import embed_windows, load_embedder, load_embeddings, split_for_embedder
@@ -69,12 +68,8 @@ def _pool_documents(cfg: RunConfig, subsample: bool = True) -> list:
     docs = load_corpus(cfg.corpus)
     pool = [d for d in docs if d.source not in held and d.domain not in held] if shared else \
         split_task(docs, cfg.task, cfg.corpus.holdout)["pool"]
-    return [d for d in pool if _pool_hash(d.doc_id) < cfg.corpus.pool_fraction] if subsample else pool
-
-
-def _pool_hash(doc_id: str) -> float:
-    """A document's fixed number in [0, 1): pool fractions are nested (the 1/8 pool is inside the 1/4 pool)."""
-    return int.from_bytes(hashlib.sha256(f"pool\0{doc_id}".encode()).digest()[:8], "big") / 2**64
+    # a fixed number per document: pool fractions are nested (the 1/8 pool is inside the 1/4 pool)
+    return [d for d in pool if unit_hash("pool", d.doc_id) < cfg.corpus.pool_fraction] if subsample else pool
 
 
 def _pool_inputs(cfg: RunConfig) -> dict:

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.config import ConfigError, RunConfig, TrainConfig, to_dict
 from crisp_pl.model.checkpoint import load_gpt
@@ -109,7 +107,7 @@ def finetune_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, pretra
 
     def build(out: Path) -> None:
         started = time.perf_counter()
-        groups = Groups("train", np.array([0, len(subset)]), subset, np.array([1.0]))
+        groups = Groups.of("train", subset)
         trainer, module, best = fit_early_stopped(lambda: GPTModule(load_gpt(pretrained.path / "final.ckpt").train(), train,
                                                                     prepared.tokenizer.spec()),
                                                   _datamodule(cfg, prepared, groups, train), train, out,

@@ -7,7 +7,8 @@ runs logged it), the validation loss curves, the CRISP histograms P(c|Ds) agains
 training cost, the paired differences (same seed against same seed) of every group against the
 task's generalist and against its CRISP, and every run. All in one folder (the runner picks
 results/figures/STUDY-SCALE/). Metric names match MLflow's (`test/TASK/ppl`, `test/arc_easy/acc`,
-`cost/selection_flops`).
+`cost/selection_flops`). A study's `figures` add sweep figures: a quality metric against a swept
+quantity (pool size, specialist size, clusters), one line per variant, as PNG, PDF and markdown.
 
 A group is a point without its seed (column `group`; `seed` its replicate): bars are the mean over
 its seeds, error bars one standard error (none with a single seed), dots the seeds themselves.
@@ -254,7 +255,55 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
+    """A quality metric against a swept quantity, per task: `spec["x"]` is a metric (`data/pool_windows`,
+    `selection/clusters`) or a grid-key column, one line per value of `spec["series"]` (default: the
+    variant, else the method). Each marker is a group's mean over seeds with a ±1 SE bar, the dots its
+    seeds. Written as PNG and PDF, with a markdown table of the plotted values beside them."""
+    runs = with_groups(runs)
+    x, series = spec["x"], spec.get("series", "variant")
+    if series not in runs or runs[series].isna().all() or (runs[series] == "").all():
+        series = "method"
+    stem = folder / f"sweep-{x.replace('/', '_').replace('.', '_')}"
+    panels = [(task, rows, column) for task, rows in runs.groupby("task", sort=False)
+              for column in (f"test/{task}/ppl", f"test/{task}/acc") if column in rows and rows[column].notna().any()]
+    if x not in runs or not panels:
+        return []
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6.5, 3.8 * len(panels)), squeeze=False)
+    table = []
+    for ax, (task, rows, column) in zip(axes[:, 0], panels):
+        for k, (name, lines) in enumerate(rows.groupby(series, sort=False, dropna=False)):
+            summary = summarize(lines, column)
+            at = lines.groupby("group", sort=False)[x].mean().reindex(summary["group"]).to_numpy(dtype=float)
+            order = np.argsort(at)
+            label = str(name) if series in ("variant", "method") else f"{series}={name}"
+            ax.errorbar(at[order], summary["mean"].to_numpy()[order], yerr=summary["se"].fillna(0).to_numpy()[order],
+                        marker="o", color=f"C{k}", capsize=3, label=label)
+            ax.scatter(lines[x], lines[column], s=8, color=f"C{k}", alpha=0.5)
+            table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, spec.get("label", x): format_mean_se(float(at[i])),
+                       "n": int(summary["n"][i]), "mean ± SE": format_mean_se(summary["mean"][i], summary["se"][i])}
+                      for i in order]
+        chance = chance_level(rows, task) if column.endswith("/acc") else None
+        if chance is not None:
+            ax.axhline(chance, color="gray", linestyle="--", label=f"chance ({chance:.3f})")
+        if spec.get("log_x"):
+            ax.set_xscale("log")
+        ax.set_xlabel(spec.get("label", x))
+        ax.set_ylabel(("test perplexity (lower is better)" if column.endswith("/ppl") else "accuracy (higher is better)"))
+        ax.set_title(f"{task}: mean over seeds, ±1 SE, dots: seeds", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    markdown = stem.with_suffix(".md")
+    markdown.write_text(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True) + "\n")
+    return paths + [markdown]
+
+
+def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFrame], folder: Path,
+         figures: list[dict] = ()) -> list[Path]:
     """Every figure and table of one study into `folder`.
 
     runs: one row per point, in plotting order: point, group, seed, method, task, finetune, run_id and the
@@ -265,9 +314,11 @@ def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFram
     folder.mkdir(parents=True, exist_ok=True)
     paths = [metric_bars(runs, folder / "results.png"), loss_curves(runs, curves, folder / "val_loss.png"),
              results_table(runs, folder / "results.md")]
+    for spec in figures:
+        paths += sweep_figure(runs, spec, folder)
     return paths + histograms(tables, folder)
 
 
 def draw_study(results) -> list[Path]:
-    """`results`: anything with .runs, .curves, .histograms and .folder, e.g. `StudyRunner.results()`."""
-    return draw(results.runs, results.curves, results.histograms, results.folder)
+    """`results`: anything with .runs, .curves, .histograms, .folder (and .figures), e.g. `StudyRunner.results()`."""
+    return draw(results.runs, results.curves, results.histograms, results.folder, getattr(results, "figures", ()))

@@ -104,6 +104,9 @@ class TaskConfig:
     """Share held out for the test perplexity."""
     max_train_windows: int | None = None
     """Cap on specialist train windows (the specialist-data-size ablation)."""
+    train_share: float = 1.0
+    """Share of the specialist train windows in use (the same ablation in a scale-free unit: 1/16 of
+    the set at every scale). Both cuts take a prefix of one seeded order, so smaller sets nest in larger."""
     domain_in_pool: bool = False
     """False (the paper's setting, the default): the specialist domain's documents never join the
     generalist pool. True: the part of the domain the task does not use (train/validation/test) joins
@@ -126,6 +129,8 @@ class TaskConfig:
             raise ConfigError(f"task {self.name!r}: train/validation/test fractions must be >= 0 and sum to <= 1, got {fractions}")
         if not self.sources:
             raise ConfigError(f"task {self.name!r}: `sources` is empty")
+        if not 0 < self.train_share <= 1:
+            raise ConfigError(f"task {self.name!r}: train_share must be in (0, 1], got {self.train_share}")
         if self.split not in ("fractions", "halves"):
             raise ConfigError(f"task {self.name!r}: split must be `fractions` or `halves`, got {self.split!r}")
 

@@ -12,7 +12,7 @@ The roles in use:
 
 | role                     | root           | what it draws                                               |
 |--------------------------|----------------|-------------------------------------------------------------|
-| specialist_subset        | task.seed      | the specialist train windows kept by `task.max_train_windows` |
+| specialist_subset        | task.seed      | the specialist train windows kept by `task.train_share` or `max_train_windows` |
 | classifier.negatives     | selection.seed | the pool windows sampled as the classifier's negatives      |
 | classifier.heldout       | selection.seed | the held-out share of each class (its AUC)                  |
 | ced.score_subset         | selection.seed | the pool windows CED scores under `max_score_windows`       |

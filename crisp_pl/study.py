@@ -6,7 +6,7 @@ A study file (studies/NAME.yaml) holds:
     description: one paragraph
     include: [corpora/builtin.yaml]      # config pieces from configs/, applied first
     config: {...}                         # the study's own settings
-    scales: {tiny: {...}, small: {...}}  # per-scale settings of this study (optional)
+    scales: {tiny: {include: [corpora/builtin_tiny.yaml], ...}, small: {...}}  # per-scale settings (optional)
     variants: {crisp+ft: {selection.method: crisp, finetune.enabled: true}, ...}   # named override sets (optional)
     grid: {task: [medical, arc_easy]}    # dotted key -> values
     seeds: [0, 1, 2]                      # replicates (optional)
@@ -19,7 +19,8 @@ same data split and tree). Its group, `crisp+ft,task=medical`, is its name witho
 analysis averages over. Seeds are the outer loop, so a study stopped early holds whole replicates.
 Stages whose cache key leaves the seed out (data, embeddings, tree, the CRISP, uniform and
 specialist selections) are computed once for all seeds. A point's config is, in order: RunConfig
-defaults <- configs/scales/SCALE.yaml <- includes <- config <- scales[SCALE] <- variant <- grid
+defaults <- configs/scales/SCALE.yaml <- includes <- config <- scales[SCALE] (its own includes
+first: the pool sized for that scale) <- variant <- grid
 point <- seed <- `--set` overrides (a `--set` of a seed the study's `seeds` set is an error). A
 `task: NAME` value anywhere reads the preset configs/tasks/NAME.yaml. Rerunning a study finds its parent
 run by (study, scale, hash of every point's config), skips finished points and resumes the rest.
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
 CONFIGS_DIR = ROOT / "configs"
-STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "seeds"}
+STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "seeds", "figures"}
+FIGURE_KEYS = {"x", "label", "log_x", "series"}
 SEED_KEYS = ("train.seed", "selection.seed")  # what a study's `seeds` set; task.seed and cluster.seed stay fixed
 
 
@@ -61,6 +63,10 @@ class Study:
     variants: dict[str, dict] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)  # empty: no seed axis, points named and configured as without the key
+    figures: list[dict] = field(default_factory=list)
+    """Sweep figures (analysis.figures.sweep_figure): each `x` (a metric such as `data/pool_windows`, or a
+    grid key), `label` (the axis title, with units), `log_x`, `series` (the column one line is drawn
+    per: `variant` by default, or a grid key)."""
     path: Path | None = None
 
 
@@ -97,6 +103,10 @@ def load_study(name_or_path: str) -> Study:
     for name, overrides in data.get("variants", {}).items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"{path}: variants.{name} must be a mapping of dotted keys to values")
+    for i, figure in enumerate(data.get("figures", [])):
+        if not isinstance(figure, dict) or "x" not in figure or set(figure) - FIGURE_KEYS:
+            raise ConfigError(f"{path}: figures[{i}] must be a mapping with `x` and optionally "
+                              f"{', '.join(sorted(FIGURE_KEYS - {'x'}))}, got {figure!r}")
     if "seeds" in data:
         seeds = data["seeds"]
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -124,8 +134,9 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, wit
     if not scale_file.is_file():
         known = ", ".join(p.stem for p in sorted((CONFIGS_DIR / "scales").glob("*.yaml")))
         raise ConfigError(f"unknown scale {scale!r} (known: {known})")
-    layers = [load_yaml(scale_file)] + [load_yaml(CONFIGS_DIR / inc) for inc in study.include]
-    layers += [study.config, study.scales.get(scale, {})]
+    per_scale = dict(study.scales.get(scale, {}))
+    layers = [load_yaml(scale_file)] + [load_yaml(CONFIGS_DIR / inc) for inc in study.include] + [study.config]
+    layers += [load_yaml(CONFIGS_DIR / inc) for inc in per_scale.pop("include", [])] + [per_scale]
     keys = list(study.grid)
     out = []
     for seed in study.seeds if with_seeds and study.seeds else [None]:
@@ -150,6 +161,13 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, wit
     return out
 
 
+def _lookup(tree: dict, dotted: str):
+    """`tree["a"]["b"]` for `a.b`; a task preset's name for `task`."""
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree["name"] if isinstance(tree, dict) and "name" in tree else tree
+
+
 def _yaml_value(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -164,6 +182,7 @@ class StudyResults:
     histograms: dict[str, pd.DataFrame]  # CRISP group -> its histogram.csv (cluster, p_specialist, p_generalist, ...), read
     #                                      from the group's first point: the CRISP selection's key leaves the seed out
     folder: Path  # where the figures go: results/figures/STUDY-SCALE
+    figures: list[dict] = field(default_factory=list)  # the study's sweep figures (Study.figures)
 
 
 class StudyRunner:
@@ -267,8 +286,12 @@ class StudyRunner:
             raise LookupError(f"study {self.study.name} [{self.scale}] has no finished points yet in {self.tracker.uri}; "
                               f"run it (crisp study run {self.study.name} --scale {self.scale})")
         runs = runs.sort_values("point", key=lambda s: s.map(order)).reset_index(drop=True)
+        for key in self.study.grid:  # each grid key's value, a column a sweep figure can draw against
+            values = {p.name: _lookup(to_dict(p.config), key) for p in self.points}
+            runs[key] = runs["point"].map(lambda name: values.get(name))
         curves = self.tracker.metric_history(runs["run_id"], "val/loss")
         curves.insert(0, "point", curves["run_id"].map(dict(zip(runs["run_id"], runs["point"]))))
         crisp = runs[runs["method"] == "crisp"].drop_duplicates("group")
         histograms = {row.group: self.tracker.read_csv_artifact(row.run_id, "histogram.csv") for row in crisp.itertuples()}
-        return StudyResults(runs, curves, histograms, self.results_dir / "figures" / f"{self.study.name}-{self.scale}")
+        return StudyResults(runs, curves, histograms, self.results_dir / "figures" / f"{self.study.name}-{self.scale}",
+                            self.study.figures)

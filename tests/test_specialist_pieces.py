@@ -56,3 +56,18 @@ def test_a_capped_specialist_set_counts_the_pieces_of_its_documents(tiny_config,
     expected = np.flatnonzero(in_use[tiny_prepared.train_piece_docs])
     assert len(subset) == 10 and 0 < len(expected) < len(tiny_prepared.train_piece_docs)
     np.testing.assert_array_equal(ctx.specialist_labels, tiny_prepared.train_labels[expected])
+
+
+def test_train_shares_nest_and_combine_with_the_cap(tiny_config):
+    from crisp_pl.config import ConfigError, build_run_config, to_dict
+    from crisp_pl.stages.data import specialist_subset, subset_inputs
+
+    def subset(**task):
+        return set(specialist_subset(160, build_run_config(to_dict(tiny_config), {"task": task})).tolist())
+
+    sixteenth, quarter, whole = subset(train_share=1 / 16), subset(train_share=0.25), subset()
+    assert (len(sixteenth), len(quarter), len(whole)) == (10, 40, 160) and sixteenth < quarter < whole
+    assert subset(train_share=0.25, max_train_windows=20) < quarter and len(subset(train_share=0.25, max_train_windows=20)) == 20
+    assert subset_inputs(tiny_config) == {"max_train_windows": None}  # the default leaves older cache keys as they were
+    with pytest.raises(ConfigError, match="train_share"):
+        build_run_config(to_dict(tiny_config), {"task": {"train_share": 0}})

@@ -149,3 +149,20 @@ def test_chance_line_comes_from_the_logged_metric_only():
     assert chance_level(runs[runs["task"] == "arc_easy"].drop(columns="test/arc_easy/chance"), "arc_easy") is None
     assert chance_level(runs[runs["task"] == "medical"], "medical") is None
     assert short_label("crisp+ft,task=medical,seed=2") == "crisp+ft"
+
+
+def test_sweep_figure_draws_a_metric_against_a_swept_quantity(tmp_path):
+    from analysis.figures import sweep_figure
+
+    rows = [{"point": f"{v},pool={n},seed={s}", "group": f"{v},pool={n}", "seed": s, "variant": v, "method": v,
+             "task": "medical", "data/pool_windows": float(n), "test/medical/ppl": base + 10 * s - n / 100}
+            for v, base in (("uniform", 500.0), ("crisp", 400.0)) for n in (4000, 1000, 2000) for s in (0, 1)]
+    paths = sweep_figure(pd.DataFrame(rows), {"x": "data/pool_windows", "label": "pool windows", "log_x": True}, tmp_path)
+    assert [p.name for p in paths] == ["sweep-data_pool_windows.png", "sweep-data_pool_windows.pdf", "sweep-data_pool_windows.md"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    table = paths[2].read_text().splitlines()
+    crisp = [line for line in table if "| crisp " in line]
+    # one row per group, sorted along x; seeds 0 and 1 differ by 10: mean +5, SE = std (7.07) / sqrt(2) = 5
+    assert [line.split("|")[4].strip() for line in crisp] == ["1000", "2000", "4000"]
+    assert "395.0 ± 5.0" in crisp[0] and "365.0 ± 5.0" in crisp[2]
+    assert sweep_figure(pd.DataFrame(rows), {"x": "selection/clusters"}, tmp_path) == []  # nothing logged it: no figure

@@ -37,7 +37,7 @@ TRAIN_TEXTS = "train_texts.parquet"
 
 def _task_inputs(cfg: RunConfig) -> dict:
     task = to_dict(cfg.task)
-    for key in ("name", "max_train_windows", "domain_in_pool", "weights"):  # none changes which document goes where
+    for key in ("name", "max_train_windows", "train_share", "domain_in_pool", "weights"):  # none changes which document goes where
         task.pop(key)
     return task
 
@@ -182,7 +182,7 @@ def specialist_embeddings_stage(cache: StageCache, cfg: RunConfig, task: CacheEn
 
 def specialist_pieces(prepared: "Prepared", subset: np.ndarray) -> np.ndarray:
     """Rows of the specialist piece embeddings (and labels) that belong to the train windows in use:
-    all of them, or, under `task.max_train_windows`, the pieces of the documents those windows hold."""
+    all of them, or, when `specialist_subset` cuts them, the pieces of the documents those windows hold."""
     train = prepared.stores.train
     if len(subset) == len(train):
         return np.arange(len(prepared.train_piece_docs))
@@ -208,11 +208,21 @@ def labels_stage(cache: StageCache, tree: CacheEntry, embeddings: CacheEntry) ->
 
 
 def specialist_subset(n_train: int, cfg: RunConfig) -> np.ndarray:
-    """Indices of the specialist train windows in use (a seeded subset when `task.max_train_windows` caps them)."""
-    cap = cfg.task.max_train_windows
-    if cap is None or cap >= n_train:
+    """Indices of the specialist train windows in use: all, or a prefix of one seeded order when
+    `task.train_share` or `task.max_train_windows` cuts them (so smaller sets nest in larger ones)."""
+    caps = [c for c in (cfg.task.max_train_windows,) if c is not None]
+    if cfg.task.train_share < 1:
+        caps.append(max(1, round(cfg.task.train_share * n_train)))
+    cap = min(caps, default=n_train)
+    if cap >= n_train:
         return np.arange(n_train)
     return np.sort(seeds.rng(cfg.task.seed, "specialist_subset").permutation(n_train)[:cap])
+
+
+def subset_inputs(cfg: RunConfig) -> dict:
+    """What chooses the specialist train windows in use, for the keys of the stages that read them."""
+    share = {"train_share": cfg.task.train_share} if cfg.task.train_share != 1 else {}  # absent at 1: older keys hold
+    return {"max_train_windows": cfg.task.max_train_windows, **share}
 
 
 def heldout_windows(store, cap: int | None, seed: int, role: str) -> np.ndarray:

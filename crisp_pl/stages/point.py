@@ -16,7 +16,7 @@ from crisp_pl.config import RunConfig
 from crisp_pl.costs import point_costs
 from crisp_pl.sampling import Groups, repetition_stats
 from crisp_pl.selection import get_method
-from crisp_pl.stages.data import prepare
+from crisp_pl.stages.data import prepare, specialist_subset
 from crisp_pl.stages.evaluation import eval_stage, load_metrics
 from crisp_pl.stages.selection import selection_cost, selection_stage
 from crisp_pl.stages.training import TrainRecord, finetune_stage, train_stage
@@ -58,6 +58,8 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResul
     metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
     per_rank = trained.steps * trained.micro_batch * trained.accumulate
     metrics.update(repetition_stats(groups, per_rank, cfg.train.seed, trained.devices))
+    metrics["data/pool_windows"] = float(len(prepared.stores.pool))  # the x axes of the data-size studies
+    metrics["data/specialist_windows"] = float(len(specialist_subset(len(prepared.stores.train), cfg)))
     selection_flops, selection_seconds = selection_cost(cfg, prepared, selection, groups.info)
     metrics.update(point_costs(selection_flops=selection_flops, selection_seconds=selection_seconds, train_flops=train_flops,
                                train_seconds=train_seconds, train_devices=trained.devices))

@@ -20,14 +20,14 @@ from crisp_pl.config import RunConfig
 from crisp_pl.costs import embedding_flops, kmeans_flops
 from crisp_pl.embed import load_embeddings
 from crisp_pl.selection import Method, SelectionContext, get_method
-from crisp_pl.stages.data import Prepared, specialist_pieces, specialist_subset
+from crisp_pl.stages.data import Prepared, specialist_pieces, specialist_subset, subset_inputs
 
 
 def selection_inputs(cfg: RunConfig, prepared: Prepared, method: Method) -> dict:
     """What a method's groups depend on: its name and settings, and the keys of the data it reads."""
     inputs = {"method": method.name, "pool": prepared.keys["pool"], **method.settings(cfg)}
     if method.targeted:
-        inputs.update(task=prepared.keys["task"], max_train_windows=cfg.task.max_train_windows)
+        inputs.update(task=prepared.keys["task"], **subset_inputs(cfg))
     if method.needs_embeddings:
         inputs.update(pool_embeddings=prepared.keys["pool_embeddings"], train_embeddings=prepared.keys["train_embeddings"])
     if method.needs_clusters:

@@ -18,7 +18,7 @@ from crisp_pl.config import ConfigError, RunConfig, TrainConfig, to_dict
 from crisp_pl.model.checkpoint import load_gpt
 from crisp_pl.model.gpt import GPT, GPTConfig, padded_vocab_size
 from crisp_pl.sampling import Groups
-from crisp_pl.stages.data import Prepared, heldout_windows, specialist_subset
+from crisp_pl.stages.data import Prepared, heldout_windows, specialist_subset, subset_inputs
 from crisp_pl.training.batch import batch_plan
 from crisp_pl.training.datamodule import SelectionDataModule
 from crisp_pl.training.module import GPTModule
@@ -102,7 +102,7 @@ def finetune_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, pretra
         raise ConfigError("finetune.enabled needs specialist validation windows (task.validation_fraction > 0) for early stopping")
     train = dataclasses.replace(cfg.train, lr=ft.lr, max_steps=ft.max_steps, warmup_steps=ft.warmup_steps)
     subset = specialist_subset(len(prepared.stores.train), cfg)
-    inputs = {"pretrained": pretrained.key, "task": prepared.keys["task"], "max_train_windows": cfg.task.max_train_windows,
+    inputs = {"pretrained": pretrained.key, "task": prepared.keys["task"], **subset_inputs(cfg),
               "finetune": to_dict(ft), "eval_windows": cfg.eval.max_windows, "eval_sample": "stratified"}
 
     def build(out: Path) -> None:

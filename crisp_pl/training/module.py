@@ -32,7 +32,9 @@ class GPTModule(L.LightningModule):
         super().__init__()
         self.gpt, self.train_config, self.tokenizer_spec = gpt, train, tokenizer
         # Plain dicts, so the checkpoint loads without pickled classes and load_gpt can rebuild the net.
-        self.save_hyperparameters({"gpt_config": dataclasses.asdict(gpt.config), "train": dataclasses.asdict(train)})
+        # Not sent to the logger: the run's params are its config, logged once by the tracker (a second
+        # copy as `train/lr` clashed when a point pretrains and fine-tunes in one MLflow run).
+        self.save_hyperparameters({"gpt_config": dataclasses.asdict(gpt.config), "train": dataclasses.asdict(train)}, logger=False)
         # Training FLOPs per predicted token for full windows (block_size tokens predict block_size - 1);
         # training_step counts with the length it actually sees.
         self.flops_per_token = gpt.flops_per_token(gpt.config.block_size - 1)

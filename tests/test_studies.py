@@ -1,0 +1,41 @@
+"""Every shipped study, end to end at its smallest setting, so none rots: its first seed, every variant and
+grid point, through the real stages, MLflow and figures, on a corpus and models shrunk by `--set` (the
+code path is the study's own: its tasks, methods, tree levels and sweep figures)."""
+
+import dataclasses
+import math
+
+import pytest
+
+from crisp_pl.study import STUDIES_DIR, StudyRunner, load_study
+
+SOURCES = ("[{name: medical, max_docs: 120}, {name: wiki, max_docs: 120}, {name: python_docs, max_docs: 160}, "
+           "{name: python_stdlib, max_docs: 6}, {name: bbc_news, max_docs: 30}]")
+SHRINK = [
+    f"corpus.sources={SOURCES}", "corpus.window_length=64", "corpus.max_chars_per_doc=1500", "corpus.bpe_vocab_size=512",
+    "embed.max_seq_length=32", "cluster.levels=[2,4,8,16]", "cluster.niter=4", "model.size=micro",
+    "train.max_steps=2", "train.batch_size=2", "train.warmup_steps=0", "train.val_every=2", "train.checkpoint_every=2",
+    "finetune.max_steps=2", "finetune.val_every=1", "eval.max_windows=8", "eval.max_questions=8",
+    "selection.aux_lm={size: micro, steps: 2, batch_size: 2, max_score_windows: 64}", "selection.doge.level=0",
+]
+
+
+@pytest.mark.slow
+# central_claim runs at its own (small) size in tests/test_claim.py
+@pytest.mark.parametrize("name", sorted(p.stem for p in STUDIES_DIR.glob("*.yaml") if p.stem != "central_claim"))
+def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path):
+    from analysis.figures import draw_study
+
+    study = load_study(name)
+    study = dataclasses.replace(study, seeds=study.seeds[:1])
+    runner = StudyRunner(study, "tiny", SHRINK + [f"results_dir={tmp_path}"])
+    rows = runner.run()
+    assert len(rows) == len(runner.points) and [r["state"] for r in runner.status()] == ["done"] * len(rows)
+    for row, point in zip(rows, runner.points):
+        task = point.config.task.name
+        assert math.isfinite(row[f"test/{task}/ppl"]), point.name
+    names = {p.name for p in draw_study(runner.results())}
+    assert {"results.png", "results.md"} <= names
+    for figure in study.figures:
+        stem = "sweep-" + figure["x"].replace("/", "_").replace(".", "_")
+        assert {f"{stem}.png", f"{stem}.pdf", f"{stem}.md"} <= names, figure

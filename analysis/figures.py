@@ -9,6 +9,7 @@ task's generalist and against its CRISP, and every run. All in one folder (the r
 results/figures/STUDY-SCALE/). Metric names match MLflow's (`test/TASK/ppl`, `test/arc_easy/acc`,
 `cost/selection_flops`). A study's `figures` add sweep figures: a quality metric against a swept
 quantity (pool size, specialist size, clusters), one line per variant, as PNG, PDF and markdown.
+`index.md` lists every file with a caption under the study's description (the finding it tests).
 
 A group is a point without its seed (column `group`; `seed` its replicate): bars are the mean over
 its seeds, error bars one standard error (none with a single seed), dots the seeds themselves.
@@ -302,8 +303,25 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     return paths + [markdown]
 
 
+CAPTIONS = {"results.png": "held-out quality per group: mean over seeds, ±1 SE, dots the seeds",
+            "results.md": "per task: mean ± SE per group with costs, paired differences against the generalist and CRISP, every run",
+            "val_loss.png": "validation loss during training, one line per seed"}
+
+
+def index(folder: Path, paths: list[Path], title: str, description: str) -> Path:
+    """`index.md`: the study, the finding it tests (its description), and every figure and table with a caption."""
+    lines = [f"# {title}", "", " ".join(description.split()), ""]
+    for path in paths:
+        caption = CAPTIONS.get(path.name) or ("the CRISP histogram P(c|Ds) against P(c|Dg)" if path.name.startswith("histogram-")
+                                              else "a quality metric against the swept quantity" if path.name.startswith("sweep-") else "")
+        lines.append(f"- [{path.name}]({path.name}){': ' + caption if caption else ''}")
+    out = folder / "index.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFrame], folder: Path,
-         figures: list[dict] = ()) -> list[Path]:
+         figures: list[dict] = (), title: str = "", description: str = "") -> list[Path]:
     """Every figure and table of one study into `folder`.
 
     runs: one row per point, in plotting order: point, group, seed, method, task, finetune, run_id and the
@@ -316,9 +334,12 @@ def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFram
              results_table(runs, folder / "results.md")]
     for spec in figures:
         paths += sweep_figure(runs, spec, folder)
-    return paths + histograms(tables, folder)
+    paths += histograms(tables, folder)
+    return paths + [index(folder, paths, title or folder.name, description)]
 
 
 def draw_study(results) -> list[Path]:
-    """`results`: anything with .runs, .curves, .histograms, .folder (and .figures), e.g. `StudyRunner.results()`."""
-    return draw(results.runs, results.curves, results.histograms, results.folder, getattr(results, "figures", ()))
+    """`results`: anything with .runs, .curves, .histograms, .folder (and .figures, .description), e.g.
+    `StudyRunner.results()`."""
+    return draw(results.runs, results.curves, results.histograms, results.folder, getattr(results, "figures", ()),
+                results.folder.name, getattr(results, "description", ""))

@@ -183,6 +183,7 @@ class StudyResults:
     #                                      from the group's first point: the CRISP selection's key leaves the seed out
     folder: Path  # where the figures go: results/figures/STUDY-SCALE
     figures: list[dict] = field(default_factory=list)  # the study's sweep figures (Study.figures)
+    description: str = ""  # the study's description: the finding it tests (the figures' index.md)
 
 
 class StudyRunner:
@@ -294,4 +295,4 @@ class StudyRunner:
         crisp = runs[runs["method"] == "crisp"].drop_duplicates("group")
         histograms = {row.group: self.tracker.read_csv_artifact(row.run_id, "histogram.csv") for row in crisp.itertuples()}
         return StudyResults(runs, curves, histograms, self.results_dir / "figures" / f"{self.study.name}-{self.scale}",
-                            self.study.figures)
+                            self.study.figures, self.study.description)

@@ -139,8 +139,11 @@ def test_one_seed_draws_without_error_bars_and_old_frames_still_draw(tmp_path):
     paths = draw(old, pd.DataFrame(columns=["run_id", "step", "value"]), {}, tmp_path / "old")
     assert all(p.stat().st_size > 0 for p in paths)
     assert "crisp,task=medical,seed=0" in (tmp_path / "old" / "results.md").read_text()
-    paths = draw(runs, pd.DataFrame({"run_id": ["crisp0", "crisp0"], "step": [1, 2], "value": [3.0, 2.5]}), {}, tmp_path / "all")
-    assert {p.name for p in paths} == {"results.png", "val_loss.png", "results.md"}
+    paths = draw(runs, pd.DataFrame({"run_id": ["crisp0", "crisp0"], "step": [1, 2], "value": [3.0, 2.5]}), {}, tmp_path / "all",
+                 title="micro", description="CRISP beats\n  the generalist.")
+    assert {p.name for p in paths} == {"results.png", "val_loss.png", "results.md", "index.md"}
+    listed = (tmp_path / "all" / "index.md").read_text().splitlines()
+    assert listed[:3] == ["# micro", "", "CRISP beats the generalist."] and sum(line.startswith("- [") for line in listed) == 3
 
 
 def test_chance_line_comes_from_the_logged_metric_only():

@@ -176,7 +176,8 @@ def _cost_columns(task: str) -> dict[str, str]:
     """Metric -> table heading of what is reported as a plain mean over seeds."""
     return {f"test/{task}/chance": "chance", f"test/{task}/n": "questions", "cost/selection_flops": "selection FLOPs",
             "cost/selection_hours": "selection h", "cost/train_flops": "train FLOPs", "cost/total_flops": "total FLOPs",
-            "train/final_tokens": "train tokens", "data/unique_windows": "unique windows", "data/max_repeats": "max repeats"}
+            "train/final_tokens": "train tokens", "data/unique_windows": "unique windows", "data/max_repeats": "max repeats",
+            "selection/chosen_level": "chosen level"}
 
 
 def _present(rows: pd.DataFrame, columns: dict[str, str]) -> dict[str, str]:

@@ -292,7 +292,7 @@ class StudyRunner:
             runs[key] = runs["point"].map(lambda name: values.get(name))
         curves = self.tracker.metric_history(runs["run_id"], "val/loss")
         curves.insert(0, "point", curves["run_id"].map(dict(zip(runs["run_id"], runs["point"]))))
-        crisp = runs[runs["method"] == "crisp"].drop_duplicates("group")
+        crisp = runs[runs["method"].isin(["crisp", "crisp_auto"])].drop_duplicates("group")
         histograms = {row.group: self.tracker.read_csv_artifact(row.run_id, "histogram.csv") for row in crisp.itertuples()}
         return StudyResults(runs, curves, histograms, self.results_dir / "figures" / f"{self.study.name}-{self.scale}",
                             self.study.figures, self.study.description)

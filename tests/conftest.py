@@ -40,4 +40,4 @@ def tiny_prepared(tiny_config):
     from crisp_pl.stages import prepare
 
     cache = StageCache(f"{tiny_config.results_dir}/cache")
-    return prepare(cache, tiny_config, need_clusters=True)
+    return prepare(cache, tiny_config, need_validation_clusters=True)  # embeddings, tree, every label (crisp_auto scores validation)

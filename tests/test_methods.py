@@ -15,7 +15,7 @@ from crisp_pl.study import load_study, points
 FAST = {"aux_lm": {"steps": 30, "batch_size": 8, "max_score_windows": 300},
         **{f: {"keep_fraction": 0.2} for f in ("ced", "classifier", "dsir")},
         "doge": {"level": 0, "specialist_batch": 4}}
-TARGETED = {"crisp", "ced", "classifier", "dsir", "doge"}
+TARGETED = {"crisp", "crisp_auto", "ced", "classifier", "dsir", "doge"}
 DRAWS = 20_000
 
 

@@ -52,3 +52,21 @@ def test_groups_validate_and_round_trip(tmp_path):
     back = Groups.load(tmp_path)
     assert back.store == "train" and back.info == {"x": 1}
     np.testing.assert_array_equal(back.members, np.arange(5))
+
+
+def test_level_scores_prefer_the_level_that_predicts_held_out_specialist_windows():
+    from crisp_pl.selection.crisp import level_scores
+
+    rng = np.random.default_rng(0)
+    leaf = np.arange(64).repeat(20)  # the pool: 20 windows in each of 64 leaves; parents of 8 and of 32 leaves
+    pool = np.stack([leaf // 32, leaf // 8, leaf], axis=1)
+
+    def specialist(n):  # the domain: uniform over the 16 leaves under level-1 clusters 0 and 1
+        leaves = rng.integers(0, 16, n)
+        return np.stack([leaves // 32, leaves // 8, leaves], axis=1)
+
+    scores = level_scores(pool, specialist(10), specialist(200), [2, 8, 64])
+    # level 0 cannot tell the domain from half the pool; 10 train pieces leave most of level 2's 16 leaves empty
+    assert np.argmax(scores) == 1 and scores[1] > scores[0] and scores[1] > scores[2]
+    plenty = level_scores(pool, specialist(5000), specialist(200), [2, 8, 64])
+    assert np.allclose(plenty[1:], np.log(4.0), atol=0.05)  # with data enough, levels 1 and 2 both find w = 4 over the domain

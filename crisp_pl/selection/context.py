@@ -42,6 +42,8 @@ class SelectionContext:
     """(N, levels) cluster id of every pool window at every tree level, when the method needs clusters."""
     specialist_labels: np.ndarray | None = None
     """(P, levels) the cluster ids of those pieces: the units P(c|Ds) counts."""
+    validation_labels: np.ndarray | None = None
+    """(V, levels) the cluster ids of the specialist validation windows, when the method needs them."""
     artifacts: dict = field(default_factory=dict)
     """File name -> DataFrame (`.csv`) or array (`.npy`) saved beside the groups and logged to MLflow."""
 

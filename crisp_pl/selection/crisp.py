@@ -13,6 +13,10 @@ default), whatever their sizes (crisp_pl.stages.selection.piece_mixture_weights)
 Specialist mass on a cluster that holds no generalist window cannot be sampled (there is nothing
 to draw); it is dropped and the rest renormalized. The dropped share is reported as
 `selection/dropped_mass` so a tree too fine for its pool is visible rather than silent.
+
+`crisp_auto` chooses the tree level from the specialist data alone, by how well each level's
+histogram predicts the specialist validation windows (`level_scores`), and logs the choice and
+every level's score (`selection/chosen_level`, `selection/level_score_L`, `level_scores.csv`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from crisp_pl.sampling import Groups
 from crisp_pl.selection.context import SelectionContext
@@ -45,9 +50,7 @@ class Histogram:
         pg = self.p_generalist
         return np.divide(self.p_specialist, pg, out=np.zeros_like(pg), where=pg > 0)
 
-    def table(self):
-        import pandas as pd
-
+    def table(self) -> pd.DataFrame:
         return pd.DataFrame({
             "cluster": np.arange(len(self.generalist_counts)),
             "generalist_windows": self.generalist_counts,
@@ -102,4 +105,45 @@ def select(ctx: SelectionContext) -> Groups:
     groups, hist = crisp_groups(ctx.pool_labels[:, level], ctx.specialist_labels[:, level],
                                 ctx.cfg.cluster.levels[level], ctx.cfg.selection.smoothing, ctx.specialist_weights)
     ctx.artifacts["histogram.csv"] = hist.table()
+    return groups
+
+
+LEVEL_SCORE_SMOOTHING = 1.0  # add-one: a validation window in a cluster no train piece reached still has a finite score
+
+
+def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validation_labels: np.ndarray,
+                 levels: list[int], specialist_weights: np.ndarray | None = None) -> np.ndarray:
+    """(levels,) the held-out score of each tree level, from the specialist data alone: the mean over the
+    specialist validation windows of log w(c) = log P(c|Ds) / P(c|Dg), P(c|Ds) the add-one smoothed
+    histogram of the train pieces at that level.
+
+    That is the held-out log-likelihood ratio, against the pool, of the density that CRISP's sampling
+    puts on the embedding space (P(c|Ds) spread over cluster c in proportion to the pool), so levels
+    with different numbers of clusters compare on one scale: a coarse level cannot tell the domain
+    from its neighbours, a fine one spreads the scarce train pieces too thin to predict where
+    validation windows fall. A validation window in a cluster with no pool window (an empty k-means
+    cluster) scores the level's lowest weight."""
+    scores = []
+    for level, k in enumerate(levels):
+        hist = histogram(pool_labels[:, level], specialist_labels[:, level], k, LEVEL_SCORE_SMOOTHING, specialist_weights)
+        w = hist.importance_weights
+        floor = w[w > 0].min()
+        scores.append(float(np.mean(np.log(np.maximum(w[validation_labels[:, level]], floor)))))
+    return np.array(scores)
+
+
+@register("crisp_auto", needs={"validation_clusters"},
+          settings=lambda cfg: {"levels": cfg.cluster.levels, "smoothing": cfg.selection.smoothing,
+                                **({"weights": cfg.task.weights} if cfg.task.components else {})})
+def select_level(ctx: SelectionContext) -> Groups:
+    """CRISP at the tree level whose histogram best predicts the specialist validation windows (see `level_scores`)."""
+    levels = ctx.cfg.cluster.levels
+    scores = level_scores(ctx.pool_labels, ctx.specialist_labels, ctx.validation_labels, levels, ctx.specialist_weights)
+    level = int(np.argmax(scores))
+    groups, hist = crisp_groups(ctx.pool_labels[:, level], ctx.specialist_labels[:, level], levels[level],
+                                ctx.cfg.selection.smoothing, ctx.specialist_weights)
+    groups.info.update({"chosen_level": level, **{f"level_score_{i}": s for i, s in enumerate(scores)}})
+    ctx.artifacts["histogram.csv"] = hist.table()
+    ctx.artifacts["level_scores.csv"] = pd.DataFrame({"level": range(len(levels)), "clusters": levels, "score": scores,
+                                                      "chosen": [i == level for i in range(len(levels))]})
     return groups

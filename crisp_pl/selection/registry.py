@@ -5,8 +5,9 @@
     def select(ctx: SelectionContext) -> Groups: ...
 
 `needs` names the data stages the method reads beyond the windows: `embeddings` (SBERT of the pool
-and of the specialist train documents, per piece) and `clusters` (the tree and every window's cluster labels;
-implies embeddings). `settings(cfg)` returns the config values the method reads, which go into
+and of the specialist train documents, per piece), `clusters` (the tree and every window's cluster labels;
+implies embeddings) and `validation_clusters` (the cluster labels of the specialist validation
+windows as well; implies clusters). `settings(cfg)` returns the config values the method reads, which go into
 the selection stage's cache key (with the keys of the data it needs), so changing another
 method's settings never invalidates this one. `targeted` says whether the method reads the
 specialist set (uniform does not: its selection is shared by every task of a pool).
@@ -24,7 +25,7 @@ from crisp_pl.config import ConfigError, RunConfig
 from crisp_pl.sampling import Groups
 from crisp_pl.selection.context import SelectionContext
 
-NEEDS = ("embeddings", "clusters")
+NEEDS = ("embeddings", "clusters", "validation_clusters")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,11 @@ class Method:
 
     @property
     def needs_clusters(self) -> bool:
-        return "clusters" in self.needs
+        return bool(self.needs & {"clusters", "validation_clusters"})
+
+    @property
+    def needs_validation_clusters(self) -> bool:
+        return "validation_clusters" in self.needs
 
 
 _METHODS: dict[str, Method] = {}

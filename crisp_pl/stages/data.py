@@ -24,7 +24,7 @@ import pandas as pd
 from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.cluster import ClusterTree
-from crisp_pl.config import RunConfig, to_dict
+from crisp_pl.config import ConfigError, RunConfig, to_dict
 from crisp_pl.corpus.tasks import load_corpus, load_task_documents, split_task, unit_hash
 from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
 from crisp_pl.corpus.windows import WindowStore, build_windows
@@ -260,20 +260,26 @@ class Prepared:
     """The tokenizer of every store (the GPT's vocabulary follows it; checkpoints carry its spec)."""
     embeddings: dict[str, CacheEntry] = field(default_factory=dict)
     """`pool` (one row per window) and `train` (one row per piece of a specialist train document) ->
-    their embeddings entry, when the method needs embeddings."""
+    their embeddings entry, when the method needs embeddings; `validation` (one row per window) when
+    it scores the validation windows."""
     train_piece_docs: np.ndarray | None = None
     """(n_pieces,) the train document (doc_table row) of each specialist embedding row."""
     tree: CacheEntry | None = None
     label_stages: tuple[CacheEntry, ...] = ()
-    """(pool, train) label entries, when the method needs clusters."""
+    """(pool, train[, validation]) label entries, when the method needs clusters."""
     pool_labels: np.ndarray | None = None
     """(n_pool, levels) cluster id of every pool window at every level."""
     train_labels: np.ndarray | None = None
     """(n_pieces, levels) the same for every piece of a specialist train document."""
+    validation_labels: np.ndarray | None = None
+    """(n_validation_windows, levels) the cluster ids of the specialist validation windows, when asked."""
 
 
-def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, need_clusters: bool = False) -> Prepared:
-    """Run (or reuse) every data stage a method needs: embeddings and the tree only when it uses them."""
+def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, need_clusters: bool = False,
+            need_validation_clusters: bool = False) -> Prepared:
+    """Run (or reuse) every data stage a method needs: embeddings and the tree only when it uses them,
+    the validation windows' embeddings and labels only when it scores them."""
+    need_clusters = need_clusters or need_validation_clusters
     tokenizer = tokenizer_stage(cache, cfg)
     pool, task = pool_stage(cache, cfg, tokenizer), task_stage(cache, cfg, tokenizer)
     encoder = load_tokenizer(tokenizer.path / "tokenizer.json")
@@ -292,4 +298,12 @@ def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, ne
         prepared.tree, prepared.label_stages = tree, (pool_labels, train_labels)
         prepared.pool_labels = np.load(pool_labels.path / "labels.npy")
         prepared.train_labels = np.load(train_labels.path / "labels.npy")
+    if need_validation_clusters:
+        if stores.validation is None:
+            raise ConfigError("this method scores the specialist validation windows: set task.validation_fraction > 0")
+        embedded = embeddings_stage(cache, cfg, task, "validation")
+        labels = labels_stage(cache, tree, embedded)
+        prepared.keys.update(validation_embeddings=embedded.key, validation_labels=labels.key)
+        prepared.embeddings["validation"], prepared.label_stages = embedded, (*prepared.label_stages, labels)
+        prepared.validation_labels = np.load(labels.path / "labels.npy")
     return prepared

@@ -40,7 +40,8 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResul
     logger = make_logger or (lambda prefix: None)
     method = get_method(cfg.selection.method)
 
-    prepared = prepare(cache, cfg, need_embeddings=method.needs_embeddings, need_clusters=method.needs_clusters)
+    prepared = prepare(cache, cfg, need_embeddings=method.needs_embeddings, need_clusters=method.needs_clusters,
+                       need_validation_clusters=method.needs_validation_clusters)
     selection = selection_stage(cache, cfg, prepared)
     pretrained = train_stage(cache, cfg, prepared, selection, logger(""))
     model = finetune_stage(cache, cfg, prepared, pretrained, logger("finetune")) if cfg.finetune.enabled else pretrained

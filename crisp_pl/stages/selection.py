@@ -32,6 +32,8 @@ def selection_inputs(cfg: RunConfig, prepared: Prepared, method: Method) -> dict
         inputs.update(pool_embeddings=prepared.keys["pool_embeddings"], train_embeddings=prepared.keys["train_embeddings"])
     if method.needs_clusters:
         inputs["tree"] = prepared.keys["tree"]
+    if method.needs_validation_clusters:
+        inputs["validation_labels"] = prepared.keys["validation_labels"]
     return inputs
 
 
@@ -47,6 +49,7 @@ def selection_context(cfg: RunConfig, prepared: Prepared, method: Method, work_d
             ctx.specialist_weights = piece_mixture_weights(cfg, stores.train.doc_table, prepared.train_piece_docs[pieces])
     if method.needs_clusters:
         ctx.pool_labels, ctx.specialist_labels = prepared.pool_labels, prepared.train_labels[pieces]
+    ctx.validation_labels = prepared.validation_labels
     return ctx
 
 
@@ -82,6 +85,8 @@ def selection_cost(cfg: RunConfig, prepared: Prepared, selection: CacheEntry, in
         chunks = 1.0 if cfg.embed.long_window == "truncate" else 5.0  # mean_chunks: ~5 chunks per 1024-token window
         flops += embedding_flops(len(prepared.stores.pool), cfg.embed, chunks)
         flops += embedding_flops(len(prepared.train_piece_docs), cfg.embed)  # one row per specialist piece
+        if "validation" in prepared.embeddings:
+            flops += embedding_flops(len(prepared.stores.validation), cfg.embed, chunks)
         stages += prepared.embeddings.values()
     if method.needs_clusters:
         flops += kmeans_flops(len(prepared.stores.pool), cfg.cluster)

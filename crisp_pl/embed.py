@@ -198,11 +198,13 @@ def shard_path(out_dir: str | Path, index: int) -> Path:
 
 
 def embed_windows(texts_fn: Callable[[int, int], list[str]], n: int, cfg: EmbedConfig, out_dir: str | Path,
-                  shard_size: int = 65536, model=None, progress: bool = True) -> list[Path]:
+                  shard_size: int = 65536, model=None, progress: bool = True,
+                  encode: Callable[[list[str]], np.ndarray] | None = None) -> list[Path]:
     """Embed windows 0..n-1 into fp16 shards `emb-00000.npy`, ... of `shard_size` rows under `out_dir`.
 
-    `texts_fn(start, stop)` returns the window texts of that range. Shards are written atomically
-    (temp file + os.replace) and existing ones are kept, so a killed run resumes where it stopped.
+    `texts_fn(start, stop)` returns the window texts of that range; `encode(texts)`, when given, embeds
+    them in place of SBERT (crisp_pl.embedders). Shards are written atomically (temp file +
+    os.replace) and existing ones are kept, so a killed run resumes where it stopped.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +219,9 @@ def embed_windows(texts_fn: Callable[[int, int], list[str]], n: int, cfg: EmbedC
         texts = texts_fn(start, stop)
         if len(texts) != stop - start:
             raise ValueError(f"texts_fn({start}, {stop}) returned {len(texts)} texts, expected {stop - start}")
+        if encode is not None:
+            _save_atomic(path, encode(texts))
+            continue
         model = load_embedder(cfg) if model is None else model  # loaded only when a shard is missing
         _save_atomic(path, embed_texts(texts, cfg, model=model, progress=progress))
     return paths

@@ -16,6 +16,7 @@ The roles in use:
 | classifier.negatives     | selection.seed | the pool windows sampled as the classifier's negatives      |
 | classifier.heldout       | selection.seed | the held-out share of each class (its AUC)                  |
 | ced.score_subset         | selection.seed | the pool windows CED scores under `max_score_windows`       |
+| lsi.fit                  | cluster.seed   | the pool windows the LSI embedder is fitted on, past 200k    |
 | ced.specialist_lm        | selection.seed | the specialist LM's init and sample stream                  |
 | ced.generalist_lm        | selection.seed | the generalist LM's init and sample stream                  |
 | dsir.gumbel              | selection.seed | the Gumbel noise of DSIR's resampling                       |

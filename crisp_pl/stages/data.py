@@ -3,7 +3,8 @@
     corpus (+ task)  -> tokenizer  (GPT-2's, or a BPE trained on the pool's documents)
     corpus (+ task) + tokenizer -> pool   (the generalist pool's window store)
     corpus + task + tokenizer  -> task    (train / validation / test window stores)
-    windows[split] -> embeddings   (SBERT, fp16 shards; resumable shard by shard)
+    windows[split] -> embeddings   (SBERT, fp16 shards; resumable shard by shard; or `embed.kind`
+                                    lsi, fitted on the pool by the lsi stage, or random)
     embeddings[pool] -> tree       (hierarchical k-means)
     tree + embeddings[split] -> labels   (cluster id per window at every level)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,11 +30,13 @@ from crisp_pl.config import ConfigError, RunConfig, to_dict
 from crisp_pl.corpus.tasks import load_corpus, load_task_documents, split_task, unit_hash
 from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
 from crisp_pl.corpus.windows import WindowStore, build_windows
-from crisp_pl.embed import embed_windows, load_embedder, load_embeddings, split_for_embedder
+from crisp_pl.embed import EMB_DIM, embed_windows, load_embedder, load_embeddings, split_for_embedder
+from crisp_pl.embedders import LSI, LSI_MIN_DF, random_unit_vectors
 from crisp_pl.evaluate.sample import stratified_sample
 
 TASK_SPLITS = ("train", "validation", "test")
 TRAIN_TEXTS = "train_texts.parquet"
+LSI_FIT_WINDOWS = 200_000
 
 
 def _task_inputs(cfg: RunConfig) -> dict:
@@ -148,33 +152,65 @@ def task_stage(cache: StageCache, cfg: RunConfig, tokenizer: CacheEntry | None =
     return cache.run("task", inputs, build)
 
 
-def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: CacheEntry, split: str) -> CacheEntry:
+def _embed_inputs(cfg: RunConfig, *drop: str) -> dict:
+    """The embed config a stage's key hashes: SBERT's settings (without `kind`, so SBERT keys predate
+    the option), or just the kind for the others (LSI's fit enters as its own stage's key)."""
+    if cfg.embed.kind != "sbert":
+        return {"kind": cfg.embed.kind}
     embed = to_dict(cfg.embed)
-    for key in ("batch_size", "device"):
+    for key in ("kind", "batch_size", "device", *drop):
         embed.pop(key)
-    inputs = {"windows": windows.key, "split": split, "embed": embed}
+    return embed
+
+
+def lsi_stage(cache: StageCache, cfg: RunConfig, pool: CacheEntry) -> CacheEntry:
+    """`embed.kind: lsi`: TF-IDF + truncated SVD fitted on the pool's window texts (crisp_pl.embedders),
+    at most LSI_FIT_WINDOWS of them (a seeded sample: a web-scale pool's vocabulary settles long before)."""
+    def build(out: Path) -> None:
+        store = WindowStore(pool.path / "pool")
+        fit = np.arange(len(store)) if len(store) <= LSI_FIT_WINDOWS else \
+            np.sort(seeds.rng(cfg.cluster.seed, "lsi.fit").choice(len(store), LSI_FIT_WINDOWS, replace=False))
+        LSI.fit(store.texts(fit), seed=cfg.cluster.seed).save(out)
+
+    inputs = {"pool": pool.key, "dim": EMB_DIM, "min_df": LSI_MIN_DF, "fit_windows": LSI_FIT_WINDOWS, "seed": cfg.cluster.seed}
+    return cache.run("lsi", inputs, build)
+
+
+def _encoder(cache: StageCache, cfg: RunConfig, pool: CacheEntry) -> tuple[Callable | None, dict]:
+    """(encode(texts) -> embeddings, or None for SBERT; what it adds to a key)."""
+    if cfg.embed.kind == "lsi":
+        fitted = lsi_stage(cache, cfg, pool)
+        return (lambda texts: LSI.load(fitted.path).encode(texts)), {"lsi": fitted.key}
+    return (random_unit_vectors if cfg.embed.kind == "random" else None), {}
+
+
+def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: CacheEntry, split: str, pool: CacheEntry) -> CacheEntry:
+    """The embeddings of one window store's windows (`pool`: the LSI fit of a non-SBERT kind)."""
+    encode, fitted = _encoder(cache, cfg, pool)
+    inputs = {"windows": windows.key, "split": split, "embed": _embed_inputs(cfg), **fitted}
 
     def build(out: Path) -> None:
         store = WindowStore(windows.path / split)
-        embed_windows(lambda start, stop: store.texts(range(start, stop)), len(store), cfg.embed, out)
+        embed_windows(lambda start, stop: store.texts(range(start, stop)), len(store), cfg.embed, out, encode=encode)
 
     return cache.run("embeddings", inputs, build)
 
 
-def specialist_embeddings_stage(cache: StageCache, cfg: RunConfig, task: CacheEntry) -> CacheEntry:
+def specialist_embeddings_stage(cache: StageCache, cfg: RunConfig, task: CacheEntry, pool: CacheEntry) -> CacheEntry:
     """SBERT embeddings of the specialist train documents, one row per piece: each document is cut into
     pieces of at most `embed.max_seq_length` word pieces, so N short documents (MCQ questions packed
     many to a window) give N rows of P(c|Ds), and no part of a long one goes unseen. `owner.npy` maps
     each row to its document (a row of the train store's doc_table). The pool stays embedded as windows."""
-    embed = to_dict(cfg.embed)
-    for key in ("batch_size", "device", "long_window"):  # pieces fit the embedder: no long-window rule applies
-        embed.pop(key)
-    inputs = {"task": task.key, "unit": "document_pieces", "embed": embed}
+    encode, fitted = _encoder(cache, cfg, pool)
+    embed = _embed_inputs(cfg, "long_window")  # pieces fit the embedder: no long-window rule applies
+    if cfg.embed.kind != "sbert":  # the pieces are MiniLM's whatever the embedder, so every kind counts the same units
+        embed["pieces"] = {"max_seq_length": cfg.embed.max_seq_length, "model_path": cfg.embed.model_path}
+    inputs = {"task": task.key, "unit": "document_pieces", "embed": embed, **fitted}
 
     def build(out: Path) -> None:
         texts = pd.read_parquet(task.path / TRAIN_TEXTS)["text"].tolist()
         pieces, owner = split_for_embedder(texts, load_embedder(cfg.embed).tokenizer, cfg.embed.max_seq_length)
-        embed_windows(lambda start, stop: pieces[start:stop], len(pieces), cfg.embed, out)
+        embed_windows(lambda start, stop: pieces[start:stop], len(pieces), cfg.embed, out, encode=encode)
         np.save(out / "owner.npy", owner)
 
     return cache.run("embeddings", inputs, build)
@@ -287,7 +323,8 @@ def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, ne
     stores = Stores(pool=WindowStore(pool.path / "pool", encoder), **splits)
     prepared = Prepared(pool, task, stores, {"tokenizer": tokenizer.key, "pool": pool.key, "task": task.key}, tokenizer=encoder)
     if need_embeddings or need_clusters:
-        prepared.embeddings = {"pool": embeddings_stage(cache, cfg, pool, "pool"), "train": specialist_embeddings_stage(cache, cfg, task)}
+        prepared.embeddings = {"pool": embeddings_stage(cache, cfg, pool, "pool", pool),
+                               "train": specialist_embeddings_stage(cache, cfg, task, pool)}
         prepared.train_piece_docs = np.load(prepared.embeddings["train"].path / "owner.npy")
         prepared.keys.update(pool_embeddings=prepared.embeddings["pool"].key, train_embeddings=prepared.embeddings["train"].key)
     if need_clusters:
@@ -301,7 +338,7 @@ def prepare(cache: StageCache, cfg: RunConfig, need_embeddings: bool = False, ne
     if need_validation_clusters:
         if stores.validation is None:
             raise ConfigError("this method scores the specialist validation windows: set task.validation_fraction > 0")
-        embedded = embeddings_stage(cache, cfg, task, "validation")
+        embedded = embeddings_stage(cache, cfg, task, "validation", pool)
         labels = labels_stage(cache, tree, embedded)
         prepared.keys.update(validation_embeddings=embedded.key, validation_labels=labels.key)
         prepared.embeddings["validation"], prepared.label_stages = embedded, (*prepared.label_stages, labels)

@@ -6,7 +6,7 @@ A study file (studies/NAME.yaml) holds:
     description: one paragraph
     include: [corpora/builtin.yaml]      # config pieces from configs/, applied first
     config: {...}                         # the study's own settings
-    scales: {tiny: {include: [corpora/builtin_tiny.yaml], ...}, small: {...}}  # per-scale settings (optional)
+    scales: {tiny: {include: [corpora/builtin_tiny.yaml], ...}, small: {grid: {...}, ...}}  # per-scale settings (optional)
     variants: {crisp+ft: {selection.method: crisp, finetune.enabled: true}, ...}   # named override sets (optional)
     grid: {task: [medical, arc_easy]}    # dotted key -> values
     seeds: [0, 1, 2]                      # replicates (optional)
@@ -20,7 +20,8 @@ analysis averages over. Seeds are the outer loop, so a study stopped early holds
 Stages whose cache key leaves the seed out (data, embeddings, tree, the CRISP, uniform and
 specialist selections) are computed once for all seeds. A point's config is, in order: RunConfig
 defaults <- configs/scales/SCALE.yaml <- includes <- config <- scales[SCALE] (its own includes
-first: the pool sized for that scale) <- variant <- grid
+first: the pool sized for that scale; its `grid` replaces the values of grid keys at that
+scale) <- variant <- grid
 point <- seed <- `--set` overrides (a `--set` of a seed the study's `seeds` set is an error). A
 `task: NAME` value anywhere reads the preset configs/tasks/NAME.yaml. Rerunning a study finds its parent
 run by (study, scale, hash of every point's config), skips finished points and resumes the rest.
@@ -136,12 +137,16 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, wit
         raise ConfigError(f"unknown scale {scale!r} (known: {known})")
     per_scale = dict(study.scales.get(scale, {}))
     layers = [load_yaml(scale_file)] + [load_yaml(CONFIGS_DIR / inc) for inc in study.include] + [study.config]
+    grid = {**study.grid, **per_scale.pop("grid", {})}  # a scale may give a grid key its own values (budgets in steps)
+    if set(grid) != set(study.grid):
+        raise ConfigError(f"{study.path}: scales.{scale}.grid sets {sorted(set(grid) - set(study.grid))}, "
+                          f"which the study's grid does not have")
     layers += [load_yaml(CONFIGS_DIR / inc) for inc in per_scale.pop("include", [])] + [per_scale]
-    keys = list(study.grid)
+    keys = list(grid)
     out = []
     for seed in study.seeds if with_seeds and study.seeds else [None]:
         for variant, variant_overrides in (study.variants or {"": {}}).items():
-            for values in itertools.product(*(study.grid[k] for k in keys)) if keys else [()]:
+            for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
                 assignment = [f"{k}={_yaml_value(v)}" for k, v in zip(keys, values)]
                 group = ",".join(([variant] if variant else []) + assignment) or "default"
                 overrides = merge(parse_set([f"{k}={_yaml_value(v)}" for k, v in variant_overrides.items()]), parse_set(assignment))

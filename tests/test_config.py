@@ -81,3 +81,13 @@ def test_unknown_study_and_scale(tmp_path):
     with pytest.raises(ConfigError, match="s.yaml: unknown key 'grdi'"):
         load_study(str(bad))
     assert STUDIES_DIR.is_dir()
+
+
+def test_a_scale_gives_grid_keys_its_own_values(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ngrid: {train.max_steps: [1, 2]}\nscales: {small: {grid: {train.max_steps: [100]}}}\n")
+    assert [p.config.train.max_steps for p in points(load_study(str(path)), "tiny")] == [1, 2]
+    assert [p.config.train.max_steps for p in points(load_study(str(path)), "small")] == [100]
+    path.write_text("name: s\ngrid: {train.max_steps: [1, 2]}\nscales: {small: {grid: {train.lr: [0.1]}}}\n")
+    with pytest.raises(ConfigError, match="train.lr"):
+        points(load_study(str(path)), "small")

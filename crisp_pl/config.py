@@ -355,6 +355,9 @@ class TrainConfig:
     of GPUs; None: `batch_size` windows per device per step."""
     lr: float = 1e-4
     """Peak learning rate (the paper's 1e-4)."""
+    ladder: float | None = None
+    """Set: derive `global_batch_tokens`, `lr`, `max_steps` and `warmup_steps` from the model's size,
+    training for this multiple of the Chinchilla-optimal 20 tokens a parameter (crisp_pl.model.ladder)."""
     min_lr_ratio: float = 0.1
     """Cosine decay ends at lr * min_lr_ratio."""
     warmup_steps: int = 100
@@ -459,6 +462,22 @@ def _join(where: str, key: str) -> str:
 def to_dict(config: Any) -> dict:
     """Plain nested dict of a dataclass config (what is hashed and logged)."""
     return dataclasses.asdict(config)
+
+
+def non_defaults(config: "RunConfig") -> dict:
+    """The entries of `config` that differ from RunConfig()'s defaults, nested (what identifies a study's
+    points: a field added later with a default leaves it unchanged)."""
+    def diff(value: dict, default: dict) -> dict:
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, dict) and isinstance(default.get(key), dict):
+                if nested := diff(item, default[key]):
+                    out[key] = nested
+            elif key not in default or item != default[key]:
+                out[key] = item
+        return out
+
+    return diff(to_dict(config), to_dict(RunConfig()))
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -24,7 +24,7 @@ first: the pool sized for that scale; its `grid` replaces the values of grid key
 scale) <- variant <- grid
 point <- seed <- `--set` overrides (a `--set` of a seed the study's `seeds` set is an error). A
 `task: NAME` value anywhere reads the preset configs/tasks/NAME.yaml. Rerunning a study finds its parent
-run by (study, scale, hash of every point's config), skips finished points and resumes the rest.
+run by (study, scale, hash of what every point's config changes from the defaults), skips finished points and resumes the rest.
 Every MLflow call goes through `tracking.Tracker`; `StudyRunner.results()` reads a study back as
 DataFrames (`StudyResults`) for analysis/figures.py.
 """
@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from crisp_pl.cache import StageCache
-from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, parse_set, stable_hash, to_dict
+from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, non_defaults, parse_set, stable_hash, to_dict
+from crisp_pl.model.ladder import apply_ladder
 from crisp_pl.selection import get_method
 from crisp_pl.tracking import TrackedRun, Tracker, provenance
 
@@ -154,7 +155,7 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, wit
                     overrides = merge(overrides, parse_set([f"{k}={seed}" for k in SEED_KEYS]))
                 name = group if seed is None else ",".join(([variant] if variant else []) + assignment + [f"seed={seed}"])
                 where = f"{study.path} point {name}"
-                config = build_run_config(*layers, overrides, parse_set(sets or []), where=where)
+                config = apply_ladder(build_run_config(*layers, overrides, parse_set(sets or []), where=where))
                 if seed is not None and (config.train.seed, config.selection.seed) != (seed, seed):
                     raise ConfigError(f"{where}: --set overrides {' or '.join(SEED_KEYS)}, which the study's seeds set; "
                                       f"drop the --set or the study's seeds")
@@ -201,7 +202,7 @@ class StudyRunner:
         self.results_dir = Path(first.results_dir)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.tracker = Tracker(first.tracking, self.results_dir)
-        self.study_hash = stable_hash([to_dict(p.config) for p in self.points])
+        self.study_hash = stable_hash([non_defaults(p.config) for p in self.points])  # new fields keep old studies found
         self.cache = StageCache(self.results_dir / "cache")
         self.provenance = {f"provenance.{k}": v for k, v in provenance().items()}  # once: it runs git
 

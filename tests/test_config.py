@@ -91,3 +91,13 @@ def test_a_scale_gives_grid_keys_its_own_values(tmp_path):
     path.write_text("name: s\ngrid: {train.max_steps: [1, 2]}\nscales: {small: {grid: {train.lr: [0.1]}}}\n")
     with pytest.raises(ConfigError, match="train.lr"):
         points(load_study(str(path)), "small")
+
+
+def test_non_defaults_hold_only_what_a_config_changes():
+    from crisp_pl.config import non_defaults
+
+    cfg = build_run_config({"train": {"lr": 0.5, "ladder": None}, "task": "arc_easy"})
+    changed = non_defaults(cfg)
+    assert changed["train"] == {"lr": 0.5} and "ladder" not in changed["train"] and "model" not in changed
+    assert changed["task"]["name"] == "arc_easy" and changed["task"]["split"] == "halves"
+    assert non_defaults(build_run_config({})) == {}

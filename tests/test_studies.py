@@ -28,7 +28,8 @@ def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path):
 
     study = load_study(name)
     study = dataclasses.replace(study, seeds=study.seeds[:1])
-    runner = StudyRunner(study, "tiny", SHRINK + [f"results_dir={tmp_path}"])
+    laddered = ["train.ladder=0.001"] if "ladder" in study.config.get("train", {}) else []  # a step or two a size
+    runner = StudyRunner(study, "tiny", SHRINK + laddered + [f"results_dir={tmp_path}"])
     rows = runner.run()
     assert len(rows) == len(runner.points) and [r["state"] for r in runner.status()] == ["done"] * len(rows)
     for row, point in zip(rows, runner.points):

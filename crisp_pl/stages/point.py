@@ -14,6 +14,7 @@ from pathlib import Path
 from crisp_pl.cache import StageCache
 from crisp_pl.config import RunConfig
 from crisp_pl.costs import point_costs
+from crisp_pl.model.ladder import apply_ladder
 from crisp_pl.sampling import Groups, repetition_stats
 from crisp_pl.selection import get_method
 from crisp_pl.stages.data import prepare, specialist_subset
@@ -37,6 +38,7 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResul
     `make_logger(prefix)` gives the Lightning logger of a training stage: "" for pretraining,
     "finetune" for fine-tuning (so its step-indexed curves do not overwrite pretraining's)."""
     started = time.perf_counter()
+    cfg = apply_ladder(cfg)  # a study has applied it already; a config built by hand may not have
     logger = make_logger or (lambda prefix: None)
     method = get_method(cfg.selection.method)
 

@@ -77,7 +77,8 @@ def _validate_every(prepared: Prepared, every: int) -> int | None:
 def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection: CacheEntry, logger=None) -> CacheEntry:
     """Pretrain a fresh GPT on windows drawn from the selection's groups."""
     train = to_dict(cfg.train)
-    for key in ("checkpoint_every", "log_every", "num_workers", "val_every"):
+    # `ladder` is in the settings it derived (run_point applies it first)
+    for key in ("checkpoint_every", "log_every", "num_workers", "val_every", "ladder"):
         train.pop(key)
     inputs = {"selection": selection.key, "model": to_dict(cfg.model), "window_length": cfg.corpus.window_length, "train": train}
 

@@ -304,6 +304,43 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     return paths + [markdown]
 
 
+def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
+    """Every group against every task its models were scored on (`eval.tasks`): a heat map of the mean
+    test perplexity over seeds divided by the generalist's (`uniform`) on the same task, annotated with
+    the perplexity, and the same numbers in markdown. Columns: the tasks some other task's models were
+    scored on; none (and no file) in a study that scores each model on its own task only."""
+    runs = with_groups(runs)
+    tasks = [t for t in dict.fromkeys(runs["task"]) if f"test/{t}/ppl" in runs
+             and runs.loc[runs["task"] != t, f"test/{t}/ppl"].notna().any()]
+    if not tasks:
+        return []
+    names = groups(runs)
+    ppl = pd.DataFrame({t: summarize(runs, f"test/{t}/ppl").set_index("group")["mean"].reindex(names) for t in tasks})
+    finetuned = runs["finetune"].fillna(False).astype(bool) if "finetune" in runs else pd.Series(False, index=runs.index)
+    uniform = runs[(runs["method"] == "uniform") & ~finetuned]
+    base = pd.Series({t: uniform[f"test/{t}/ppl"].mean() for t in tasks}) if len(uniform) else pd.Series(1.0, index=tasks)
+    ratio = ppl / base
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(tasks), 1.2 + 0.45 * len(names)))
+    image = ax.imshow(np.log(ratio.to_numpy(dtype=float)), cmap="RdBu_r", vmin=-0.7, vmax=0.7, aspect="auto")
+    for i, j in np.ndindex(ratio.shape):
+        if not np.isnan(ppl.iat[i, j]):
+            ax.text(j, i, format_mean_se(ppl.iat[i, j]), ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(tasks)), [f"scored on\n{t}" for t in tasks], fontsize=8)
+    trained_for = runs.groupby("group", sort=False)["task"].first()
+    ax.set_yticks(range(len(names)), [f"{short_label(n)} ({trained_for[n]})" for n in names], fontsize=8)
+    fig.colorbar(image, ax=ax, label="log(ppl / generalist's ppl): blue is better")
+    ax.set_title("transfer: test perplexity, mean over seeds", fontsize=9)
+    fig.tight_layout()
+    paths = [folder / "transfer.png", folder / "transfer.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    table = ppl.map(lambda v: format_mean_se(v)).rename(columns=lambda t: f"ppl on {t}")
+    table.insert(0, "group", names)
+    (folder / "transfer.md").write_text(table.to_markdown(index=False, disable_numparse=True) + "\n")
+    return paths + [folder / "transfer.md"]
+
+
 CAPTIONS = {"results.png": "held-out quality per group: mean over seeds, ±1 SE, dots the seeds",
             "results.md": "per task: mean ± SE per group with costs, paired differences against the generalist and CRISP, every run",
             "val_loss.png": "validation loss during training, one line per seed"}
@@ -314,7 +351,8 @@ def index(folder: Path, paths: list[Path], title: str, description: str) -> Path
     lines = [f"# {title}", "", " ".join(description.split()), ""]
     for path in paths:
         caption = CAPTIONS.get(path.name) or ("the CRISP histogram P(c|Ds) against P(c|Dg)" if path.name.startswith("histogram-")
-                                              else "a quality metric against the swept quantity" if path.name.startswith("sweep-") else "")
+                                              else "a quality metric against the swept quantity" if path.name.startswith("sweep-")
+                                              else "every model scored on every task" if path.name.startswith("transfer") else "")
         lines.append(f"- [{path.name}]({path.name}){': ' + caption if caption else ''}")
     out = folder / "index.md"
     out.write_text("\n".join(lines) + "\n")
@@ -335,7 +373,7 @@ def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFram
              results_table(runs, folder / "results.md")]
     for spec in figures:
         paths += sweep_figure(runs, spec, folder)
-    paths += histograms(tables, folder)
+    paths += transfer_matrix(runs, folder) + histograms(tables, folder)
     return paths + [index(folder, paths, title or folder.name, description)]
 
 

@@ -386,6 +386,9 @@ class EvalConfig:
     """Evaluate on at most this many held-out windows (None: all)."""
     max_questions: int | None = None
     """MCQ tasks: score at most this many test-half questions through lm-eval (None: all)."""
+    tasks: list[str] = field(default_factory=list)
+    """Task presets to score the model on besides its own (the transfer study): each one's test windows
+    (`test/NAME/ppl`) and MCQ test half, with the run's tokenizer and the same caps."""
 
 
 @dataclass

@@ -169,3 +169,22 @@ def test_sweep_figure_draws_a_metric_against_a_swept_quantity(tmp_path):
     assert [line.split("|")[4].strip() for line in crisp] == ["1000", "2000", "4000"]
     assert "395.0 ± 5.0" in crisp[0] and "365.0 ± 5.0" in crisp[2]
     assert sweep_figure(pd.DataFrame(rows), {"x": "selection/clusters"}, tmp_path) == []  # nothing logged it: no figure
+
+
+def test_transfer_matrix_scores_every_group_on_every_task(tmp_path):
+    from analysis.figures import transfer_matrix
+
+    rows = []
+    for task in ("medical", "programming"):
+        for method in ("uniform", "crisp"):
+            for seed in (0, 1):
+                own = 100.0 if method == "crisp" else 200.0
+                rows.append({"point": f"{method},task={task},seed={seed}", "group": f"{method},task={task}", "seed": seed,
+                             "method": method, "task": task, "finetune": False,
+                             f"test/{task}/ppl": own + seed, f"test/{'programming' if task == 'medical' else 'medical'}/ppl": 300.0})
+    paths = transfer_matrix(pd.DataFrame(rows), tmp_path)
+    assert [p.name for p in paths] == ["transfer.png", "transfer.pdf", "transfer.md"]
+    table = [" ".join(line.split()) for line in paths[2].read_text().splitlines()]
+    assert table[0] == "| group | ppl on medical | ppl on programming |"
+    assert "| crisp,task=medical | 100.5 | 300 |" in table and "| crisp,task=programming | 300 | 100.5 |" in table
+    assert transfer_matrix(pd.DataFrame(rows).drop(columns=["test/programming/ppl"]).query("task == 'medical'"), tmp_path) == []

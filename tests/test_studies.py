@@ -37,6 +37,8 @@ def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path):
         assert math.isfinite(row[f"test/{task}/ppl"]), point.name
     names = {p.name for p in draw_study(runner.results())}
     assert {"results.png", "results.md", "index.md"} <= names
+    if study.config.get("eval", {}).get("tasks"):
+        assert {"transfer.png", "transfer.md"} <= names
     for figure in study.figures:
         stem = "sweep-" + figure["x"].replace("/", "_").replace(".", "_")
         assert {f"{stem}.png", f"{stem}.pdf", f"{stem}.md"} <= names, figure

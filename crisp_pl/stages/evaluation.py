@@ -2,7 +2,8 @@
 accuracy through lm-eval on the test-half questions of any MCQ set among the test documents.
 Its `metrics.json` holds `TASK/{loss,ppl,tokens,windows}`, `TASK/unigram_ppl` (the same windows under the
 pool's add-one smoothed token frequencies: the baseline to beat) and `SET/{acc,acc_norm,...}`; a multitask
-also `TASK/COMPONENT/...` for each of its components."""
+also `TASK/COMPONENT/...` for each of its components; and every `eval.tasks` preset's metrics under its
+own name (the transfer study scores every model on every task)."""
 
 from __future__ import annotations
 
@@ -13,37 +14,59 @@ import numpy as np
 
 from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
-from crisp_pl.config import RunConfig
+from crisp_pl.config import RunConfig, build_run_config, to_dict
 from crisp_pl.corpus.mcq import MCQ_SETS, load_questions
+from crisp_pl.corpus.windows import WindowStore
 from crisp_pl.evaluate.mcq import write_tasks
 from crisp_pl.evaluate.perplexity import perplexity, unigram_counts, unigram_perplexity
-from crisp_pl.model.checkpoint import load_gpt, load_tokenizer
 from crisp_pl.evaluate.sample import stratified_sample
-from crisp_pl.stages.data import Prepared, heldout_windows
+from crisp_pl.model.checkpoint import load_gpt, load_tokenizer
+from crisp_pl.stages.data import Prepared, heldout_windows, task_stage, tokenizer_stage
 
 
 def eval_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, model: CacheEntry) -> CacheEntry:
+    others = other_tasks(cache, cfg)
     inputs = {"model": model.key, "task": prepared.keys["task"], "max_windows": cfg.eval.max_windows,
               "max_questions": cfg.eval.max_questions, "sample": "stratified", "unigram_pool": prepared.keys["pool"]}
+    if others:
+        inputs["other_tasks"] = {other.task.name: entry.key for other, entry in others}
 
     def build(out: Path) -> None:
         gpt = load_gpt(model.path / "final.ckpt")
-        test = prepared.stores.test
-        windows = heldout_windows(test, cfg.eval.max_windows, cfg.task.seed, "eval.test_windows")
-        np.save(out / "eval_windows.npy", windows)  # which test windows were scored (logged with the run)
         tokenizer = load_tokenizer(model.path / "final.ckpt")  # the run's: the pool's and the checkpoint's
         counts = unigram_counts(prepared.stores.pool, tokenizer.vocab_size)
-        metrics, parts = {}, test_parts(cfg, test, windows)
-        for name, part in parts.items():
-            scores = perplexity(gpt, test.subset(part), cfg.eval.batch_size, desc=f"test/{name}")
-            scores["unigram_ppl"] = unigram_perplexity(counts, test.subset(part))["ppl"]
-            metrics.update({f"{name}/{k}": v for k, v in scores.items()})
-        if cfg.task.components:
-            metrics.update(_pooled(cfg.task.name, metrics, parts))
-        metrics.update(mcq_accuracy(gpt, test, cfg, out / "lm_eval", tokenizer))
+        metrics = score_task(gpt, cfg, prepared.stores.test, counts, tokenizer, out / "lm_eval")
+        np.save(out / "eval_windows.npy", heldout_windows(prepared.stores.test, cfg.eval.max_windows, cfg.task.seed,
+                                                          "eval.test_windows"))  # which test windows were scored
+        for other, entry in others:
+            test = WindowStore(entry.path / "test", prepared.tokenizer)
+            scored = score_task(gpt, other, test, counts, tokenizer, out / f"lm_eval-{other.task.name}")
+            metrics.update({k: v for k, v in scored.items() if k not in metrics})  # a shared MCQ set is scored once
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     return cache.run("eval", inputs, build)
+
+
+def other_tasks(cache: StageCache, cfg: RunConfig) -> list[tuple[RunConfig, CacheEntry]]:
+    """(config, task stage) of every `eval.tasks` preset besides the run's own, windowed with the run's tokenizer."""
+    tokenizer = tokenizer_stage(cache, cfg)
+    return [(other, task_stage(cache, other, tokenizer)) for other in
+            (build_run_config(to_dict(cfg), {"task": name}) for name in cfg.eval.tasks if name != cfg.task.name)]
+
+
+def score_task(gpt, cfg: RunConfig, test, counts: np.ndarray, tokenizer, folder: Path) -> dict[str, float]:
+    """`cfg.task`'s metrics on its test store: perplexity and unigram perplexity (per component of a
+    multitask, and pooled), and MCQ accuracy on any MCQ set among its test documents."""
+    windows = heldout_windows(test, cfg.eval.max_windows, cfg.task.seed, "eval.test_windows")
+    metrics, parts = {}, test_parts(cfg, test, windows)
+    for name, part in parts.items():
+        scores = perplexity(gpt, test.subset(part), cfg.eval.batch_size, desc=f"test/{name}")
+        scores["unigram_ppl"] = unigram_perplexity(counts, test.subset(part))["ppl"]
+        metrics.update({f"{name}/{k}": v for k, v in scores.items()})
+    if cfg.task.components:
+        metrics.update(_pooled(cfg.task.name, metrics, parts))
+    metrics.update(mcq_accuracy(gpt, test, cfg, folder, tokenizer))
+    return metrics
 
 
 def test_parts(cfg: RunConfig, test, windows: np.ndarray) -> dict[str, np.ndarray]:

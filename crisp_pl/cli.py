@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures = commands.add_parser("figures", help="draw a study's figures and tables from the MLflow store")
     _study_args(figures)
     ui = commands.add_parser("ui", help="the MLflow comparison UI over the results store, on 127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--results-dir", default="results")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: 5000)")
+    ui.add_argument("--results-dir", default="results", help="the results folder whose mlflow.db to open (default: results)")
     mcq = commands.add_parser("mcq-tasks", help="write lm-eval task YAMLs of the offline multiple-choice sets")
     mcq.add_argument("folder", help="where the YAMLs and their jsonl data go (lm-eval's --include_path)")
     mcq.add_argument("--sets", nargs="+", default=None, help="MCQ sets (default: all: arc_easy arc_challenge mmlu sciq)")
@@ -156,10 +156,24 @@ def _ui(args) -> int:
     store = Path(args.results_dir).resolve() / "mlflow.db"
     if not store.is_file():
         raise ConfigError(f"{store}: no MLflow store yet; run a study first (crisp study run quickstart)")
-    command = ["mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1", "--port", str(args.port)]
+    _check_port_free(args.port)
+    # this interpreter's mlflow, so the command works without the venv activated; one worker: a local UI
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
+               "--port", str(args.port), "--workers", "1"]
     print(" ".join(command), flush=True)
-    os.execvp(command[0], command)
+    os.execv(command[0], command)
     return 0  # not reached
+
+
+def _check_port_free(port: int) -> None:
+    """MLflow reports a taken port and still exits 0; say so first, with the fix."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise ConfigError(f"port {port} on 127.0.0.1 is in use (another `crisp ui`?); pass --port N") from None
 
 
 if __name__ == "__main__":

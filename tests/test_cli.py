@@ -35,6 +35,15 @@ def test_ui_without_a_store_says_what_to_do(tmp_path, capsys):
     assert "run a study first" in capsys.readouterr().err
 
 
+def test_ui_on_a_taken_port_says_so_and_fails(tmp_path, capsys):
+    (tmp_path / "mlflow.db").touch()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        assert main(["ui", "--results-dir", str(tmp_path), "--port", str(port)]) == 2
+    assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,7 +57,9 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client.create_experiment("crisp_pl")
     port = free_port()
-    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    # the venv's bin is not on PATH (a user who did not activate it): the UI must start anyway
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=":".join(p for p in os.environ["PATH"].split(":") if p != bin_dir))
     ui = subprocess.Popen(CRISP + ["ui", "--results-dir", str(tmp_path), "--port", str(port)], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

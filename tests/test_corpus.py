@@ -131,7 +131,7 @@ def test_empty_file_and_no_documents(tmp_path):
 def test_truncated_gzip(tmp_path):
     data = gzip.compress(b'{"text": "one"}\n' * 1000)
     (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
-    with raises(f"{tmp_path / 'cut.jsonl.gz'}: corrupt or truncated compressed file"):
+    with raises(f"{tmp_path / 'cut.jsonl.gz'}: corrupt or truncated gzip file"):
         read("jsonl", tmp_path / "cut.jsonl.gz")
 
 
@@ -161,7 +161,7 @@ def test_text_field_not_a_string(tmp_path):
     with raises(f"{path}:2: field 'text' is int, expected a string"):
         read("jsonl", path)
     pq.write_table(pa.table({"text": ["ok", None]}), tmp_path / "n.parquet")
-    with raises(f"{tmp_path / 'n.parquet'} row 2: field 'text' is NoneType"):
+    with raises(f"{tmp_path / 'n.parquet'} row 2: field 'text' is null"):
         read("parquet", tmp_path / "n.parquet")
 
 
@@ -387,3 +387,43 @@ def test_task_presets_resolve_and_the_multitask_set_mixes_its_tasks():
     splits = split_task(load_task_documents(cfg.corpus, cfg.task, progress=False), cfg.task)
     assert {d.domain for d in splits["train"]} >= {"medical", "programming_qa", "arc_easy"}
     assert {d.domain for d in splits["pool"]} >= {"news", "python_docs", "encyclopedic"} and "arc_easy" not in {d.source for d in splits["pool"]}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_no_truncation_point_loses_documents_silently(tmp_path, suffix):
+    """Cut a compressed file at every byte: it reads whole (only uncut) or fails naming the file, never short."""
+    rows = b"".join(b'{"text": "document %d %s"}\n' % (i, b"x" * (i % 7)) for i in range(300))
+    if suffix == ".jsonl.gz":
+        data = gzip.compress(rows)
+    else:
+        zstandard = pytest.importorskip("zstandard")
+        data = b"".join(zstandard.ZstdCompressor().compress(rows[i:i + 3000]) for i in range(0, len(rows), 3000))  # frames
+    path = tmp_path / f"cut{suffix}"
+    for cut in range(1, len(data) + 1):
+        path.write_bytes(data[:cut])
+        try:
+            docs = read("jsonl", path)
+        except CorpusError as error:
+            assert str(path) in str(error)
+            continue
+        assert cut == len(data) and len(docs) == 300, (cut, len(data), len(docs))
+
+
+def test_a_zst_that_is_not_zstd_names_the_file(tmp_path):
+    path = tmp_path / "plain.jsonl.zst"
+    path.write_bytes(b'{"text": "not compressed"}\n')
+    with raises(f"{path}: not a valid zstd file"):
+        read("jsonl", path)
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "first"}\n{"text": "second"}\n')
+    assert [d.text for d in read("jsonl", tmp_path / "bom.jsonl")] == ["first", "second"]
+    (tmp_path / "bom.txt").write_bytes("\ufeffplain text".encode())
+    assert [d.text for d in read("text", tmp_path / "bom.txt")] == ["plain text"]
+
+
+def test_a_null_domain_is_missing_not_none(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "meta": {"set": None}}, {"text": "b", "meta": {"set": "web"}}])
+    docs = read("jsonl", path, domain_field="meta.set", domain="fallback")
+    assert [d.domain for d in docs] == ["fallback", "web"]

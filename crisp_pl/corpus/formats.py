@@ -19,9 +19,9 @@ pyarrow, datasets and zstandard are imported only when a file needs them.
 
 from __future__ import annotations
 
+import codecs
 import glob
 import gzip
-import io
 import json
 import os
 import zlib
@@ -67,8 +67,8 @@ def short_names(files: list[Path]) -> list[str]:
 
 
 def read_text(path: Path) -> str:
-    """A whole `.txt` file as UTF-8 text."""
-    data = path.read_bytes()
+    """A whole `.txt` file as UTF-8 text (a leading byte-order mark, common in files saved on Windows, dropped)."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     if not data:
         _empty(path)
     return _decode(data, path)
@@ -88,17 +88,47 @@ def _decode(data: bytes, path: Path, line: int | None = None, offset: int = 0) -
         raise CorpusError(f"{path}:{line}: not valid UTF-8 at byte offset {offset + error.start} ({bad!r})") from None
 
 
-def _open_bytes(path: Path):
-    name = path.name
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith(".zst"):
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes, decompressed (`.gz`, `.zst`); damaged compression raises CorpusError."""
+    if path.name.endswith(".zst"):
+        yield from _split_lines(_zstd_chunks(path))
+        return
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
         try:
-            import zstandard
-        except ImportError:
-            raise CorpusError(f"{path}: reading .zst needs the `zstandard` package (pip install zstandard)") from None
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True))
-    return open(path, "rb")
+            yield from f
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise CorpusError(f"{path}: corrupt or truncated gzip file ({error}); nothing after the damage can be read") from None
+
+
+def _zstd_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """Decompressed chunks of every zstd frame of `path`. zstandard's stream reader stops quietly at a cut
+    frame, losing what followed the last complete block; here a file that ends inside a frame is an error."""
+    try:
+        import zstandard
+    except ImportError:
+        raise CorpusError(f"{path}: reading .zst needs the `zstandard` package (pip install zstandard)") from None
+    decompressor, frame = zstandard.ZstdDecompressor(), None
+    with open(path, "rb") as f:
+        try:
+            while data := f.read(size):
+                while data:
+                    frame = frame or decompressor.decompressobj()
+                    yield frame.decompress(data)
+                    data = frame.unused_data if frame.eof else b""
+                    frame = None if frame.eof else frame
+        except zstandard.ZstdError as error:
+            raise CorpusError(f"{path}: not a valid zstd file, or damaged ({error})") from None
+    if frame is not None:
+        raise CorpusError(f"{path}: truncated zstd file (it ends inside a frame); nothing after the cut can be read")
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from (line + b"\n" for line in lines)
+    if rest:
+        yield rest
 
 
 # --- row readers: (where, number, row) -----------------------------------------------------------
@@ -107,24 +137,22 @@ def _open_bytes(path: Path):
 def jsonl_rows(path: Path, cfg: SourceConfig) -> Rows:
     """(where, line number, row) for every non-blank line; the line number is 1-based."""
     seen_any, offset = False, 0
-    try:
-        with _open_bytes(path) as f:
-            for number, raw in enumerate(f, 1):
-                where = f"{path}:{number}"
-                line = _decode(raw, path, number, offset)
-                offset += len(raw)
-                if not line.strip():
-                    continue
-                seen_any = True
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise CorpusError(f"{where}: malformed JSON ({error.msg} at column {error.colno})") from None
-                if not isinstance(row, dict):
-                    raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
-                yield where, number, row
-    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise CorpusError(f"{path}: corrupt or truncated compressed file ({error})") from None
+    for number, raw in enumerate(_lines(path), 1):
+        where = f"{path}:{number}"
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):  # a byte-order mark (files saved on Windows)
+            raw, offset = raw[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
+        line = _decode(raw, path, number, offset)
+        offset += len(raw)
+        if not line.strip():
+            continue
+        seen_any = True
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CorpusError(f"{where}: malformed JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(row, dict):
+            raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, number, row
     if not seen_any:
         _empty(path)
 

@@ -66,14 +66,18 @@ def _file_docs(cfg: SourceConfig) -> Iterator[Document]:
 
 
 def _row_doc(cfg: SourceConfig, row: dict, where: str, doc_id: str) -> Document | None:
-    """The row's document; None for a blank text (skipped, so its domain need not exist either)."""
+    """The row's document; None for a blank text (skipped, so its domain need not exist either). A null
+    text is an error (a missing document is not a blank one); a null domain field is missing, not the
+    string "None": the source's own domain applies."""
     text = _field(row, cfg.text_field, where)
+    if text is None:
+        raise CorpusError(f"{where}: field {cfg.text_field!r} is null (NoneType), expected a string")
     if not isinstance(text, str):
         raise CorpusError(f"{where}: field {cfg.text_field!r} is {type(text).__name__}, expected a string")
     if not text.strip():
         return None
-    domain = _field(row, cfg.domain_field, where) if cfg.domain_field else cfg.domain or cfg.name
-    return Document(text, cfg.name, str(domain), doc_id)
+    domain = _field(row, cfg.domain_field, where) if cfg.domain_field else None
+    return Document(text, cfg.name, str(domain) if domain is not None else cfg.domain or cfg.name, doc_id)
 
 
 def _field(row: dict, dotted: str, where: str):

@@ -17,6 +17,7 @@ import os
 import sys
 
 from crisp_pl.config import ConfigError
+from crisp_pl.corpus.documents import CorpusError
 
 
 def _study_args(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def _study_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crisp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a config or corpus error")
     commands = parser.add_subparsers(dest="command", required=True)
     study = commands.add_parser("study", help="list, run and inspect named studies").add_subparsers(dest="action", required=True)
     study.add_parser("list", help="the studies under studies/")
@@ -77,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             return _mcq_tasks(args)
         if args.command == "export":
             return _export(args)
-    except ConfigError as error:
-        print(f"crisp: config error: {error}", file=sys.stderr)
+    except (ConfigError, CorpusError) as error:  # bad input: one paragraph naming the file, line or key
+        if args.debug:
+            raise
+        kind = "config" if isinstance(error, ConfigError) else "corpus"
+        print(f"crisp: {kind} error: {error}\n(rerun with --debug for the traceback)", file=sys.stderr)
         return 2
     except LookupError as error:
         print(f"crisp: {error}", file=sys.stderr)

@@ -93,3 +93,14 @@ def test_mcq_tasks_writes_the_halves_a_study_holds_out(tmp_path, capsys):
 def test_lm_eval_command_hands_flags_to_lm_eval():
     done = subprocess.run(CRISP + ["lm-eval", "run", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--include_path" in done.stdout + done.stderr
+
+
+def test_a_corpus_error_is_one_paragraph_and_debug_shows_the_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    sets = ["--set", f"corpus.sources=[{{name: mine, kind: jsonl, path: '{bad}'}}]", "--set", f"results_dir={tmp_path}"]
+    assert main(["study", "run", "quickstart", *sets]) == 2
+    err = capsys.readouterr().err
+    assert f"crisp: corpus error: {bad}:2: malformed JSON" in err and "Traceback" not in err
+    with pytest.raises(Exception, match="malformed JSON"):
+        main(["--debug", "study", "run", "quickstart", *sets])

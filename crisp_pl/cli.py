@@ -116,9 +116,11 @@ def _study(args) -> int:
         print(f"study {study.name} [{args.scale}] finished; figures: crisp figures {study.name} --scale {args.scale}; UI: crisp ui")
         return 0
     for row in runner.status():
-        print(f"{row['state']:8s} {row['point']}  {row['run_id']}")
+        done = f"  test ppl {row['ppl']:.1f} in {row['seconds']:.0f} s" if row["ppl"] is not None and row["seconds"] is not None else ""
+        print(f"{row['state']:8s} {row['point']}{done}  {row['run_id']}")
+    print(f"\nthe stage cache of {runner.results_dir} (shared by every study run there):")
     for stage, counts in runner.cache.status().items():
-        print(f"cache {stage:12s} {counts['done']} done, {counts['partial']} partial")
+        print(f"  {stage:12s} {counts['done']} done, {counts['partial']} partial")
     return 0
 
 

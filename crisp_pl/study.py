@@ -233,13 +233,16 @@ class StudyRunner:
                 "mlflow.parentRunId": parent_id, "crisp.config_hash": stable_hash(to_dict(point.config))}
 
     def status(self) -> list[dict]:
-        """One row per point: its state in MLflow (done, running, failed, pending)."""
+        """One row per point: its state in MLflow (done, running, failed, pending), its run id, and for a
+        finished point its test perplexity (`ppl`) and time (`seconds`)."""
         parent = self.parent(create=False)
         rows = []
         for point in self.points:
             run = self.child(parent.run_id, point) if parent else None
             state = {"FINISHED": "done", "RUNNING": "running", "FAILED": "failed", "KILLED": "failed"}.get(run.status, "?") if run else "pending"
-            rows.append({"point": point.name, "state": state, "run_id": run.run_id if run else ""})
+            metrics = run.metrics if run else {}
+            rows.append({"point": point.name, "state": state, "run_id": run.run_id if run else "",
+                         "ppl": metrics.get(f"test/{point.config.task.name}/ppl"), "seconds": metrics.get("time/point_seconds")})
         return rows
 
     def run(self) -> list[dict]:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +39,8 @@ class TrackedRun:
 
     run_id: str
     status: str
+    metrics: dict = field(default_factory=dict)
+    """Its final metrics (as search returned them)."""
 
 
 class Tracker:
@@ -57,7 +59,7 @@ class Tracker:
         """The newest run carrying all `tags`, or None."""
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         runs = self.client.search_runs([self.experiment], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1)
-        return TrackedRun(runs[0].info.run_id, runs[0].info.status) if runs else None
+        return TrackedRun(runs[0].info.run_id, runs[0].info.status, dict(runs[0].data.metrics)) if runs else None
 
     def create_run(self, name: str, tags: dict[str, str], params: dict) -> TrackedRun:
         """A new run with `tags` and `params` (nested mappings flattened to dotted keys)."""

@@ -31,7 +31,9 @@ def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path):
     laddered = ["train.ladder=0.001"] if "ladder" in study.config.get("train", {}) else []  # a step or two a size
     runner = StudyRunner(study, "tiny", SHRINK + laddered + [f"results_dir={tmp_path}"])
     rows = runner.run()
-    assert len(rows) == len(runner.points) and [r["state"] for r in runner.status()] == ["done"] * len(rows)
+    status = runner.status()
+    assert len(rows) == len(runner.points) and [r["state"] for r in status] == ["done"] * len(rows)
+    assert all(r["ppl"] > 1 and r["seconds"] > 0 for r in status)  # `crisp study status` shows each point's result
     for row, point in zip(rows, runner.points):
         task = point.config.task.name
         assert math.isfinite(row[f"test/{task}/ppl"]), point.name

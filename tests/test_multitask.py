@@ -92,3 +92,12 @@ def test_a_multitask_point_mixes_by_weight_and_scores_every_component(tmp_path):
     assert min(parts.values()) <= metrics["test/multi/ppl"] <= max(parts.values())
     assert metrics["test/multi/windows"] == metrics["test/multi/med/windows"] + metrics["test/multi/arc/windows"]
     assert 0 <= metrics["test/arc_easy/acc"] <= 1 and metrics["test/arc_easy/chance"] == pytest.approx(0.25, abs=0.02)
+
+
+def test_a_single_task_keeps_its_cache_keys():
+    """Fields added for multitasks leave a single task's stage inputs as they were (no recomputation)."""
+    from crisp_pl.stages.data import _task_inputs
+
+    single = _task_inputs(build_run_config({"task": "medical"}))
+    assert not {"components", "weights", "train_share", "name", "max_train_windows"} & set(single)
+    assert _task_inputs(build_run_config({"task": "multitask"}))["components"][0]["name"] == "medical"

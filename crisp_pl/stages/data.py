@@ -43,6 +43,8 @@ def _task_inputs(cfg: RunConfig) -> dict:
     task = to_dict(cfg.task)
     for key in ("name", "max_train_windows", "train_share", "domain_in_pool", "weights"):  # none changes which document goes where
         task.pop(key)
+    if not task["components"]:
+        task.pop("components")  # a single task: its key as before multitasks had components
     return task
 
 

@@ -62,6 +62,7 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
     assert crisp.data.params["selection.method"] == "crisp" and crisp.data.tags["mlflow.parentRunId"]
     assert "crisp.cache.tree" in crisp.data.tags and "provenance.git_revision" in crisp.data.tags
     assert len(runner.client.get_metric_history(crisp.info.run_id, "train/loss")) >= 3
+    assert "epoch" not in crisp.data.metrics and "train/lr" not in crisp.data.params  # no Lightning bookkeeping as results
     assert 0 <= crisp.data.metrics["selection/dropped_mass"] <= 1
     assert rows[2]["data/available_windows"] < rows[0]["data/available_windows"]  # specialist-only draws from far fewer windows
     assert [r["state"] for r in runner.status()] == ["done"] * 3

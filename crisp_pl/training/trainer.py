@@ -59,10 +59,15 @@ def build_trainer(train: TrainConfig, *, validate_every: int | None = None, logg
 
 
 def mlflow_logger(tracking_uri: str, run_id: str, prefix: str = ""):
-    """Lightning's MLflow logger writing step metrics into an existing MLflow run."""
+    """Lightning's MLflow logger writing step metrics into an existing MLflow run, without the `epoch`
+    Lightning adds to every logged batch (always 0 here: training is one endless epoch of draws)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    return MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id, prefix=prefix)
+    class StepMetricsLogger(MLFlowLogger):
+        def log_metrics(self, metrics, step=None):
+            super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    return StepMetricsLogger(tracking_uri=tracking_uri, run_id=run_id, prefix=prefix)
 
 
 def fit_resumable(make_module: Callable[[], L.LightningModule], data, train: TrainConfig,

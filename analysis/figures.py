@@ -294,14 +294,20 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
         ax.set_ylabel(("test perplexity (lower is better)" if column.endswith("/ppl") else "accuracy (higher is better)"))
         ax.set_title(f"{task}: mean over seeds, ±1 SE, dots: seeds", fontsize=9)
         ax.legend(fontsize=7)
+    paths = _save_vector_and_raster(fig, stem)
+    markdown = stem.with_suffix(".md")
+    markdown.write_text(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True) + "\n")
+    return paths + [markdown]
+
+
+def _save_vector_and_raster(fig, stem: Path) -> list[Path]:
+    """`stem.png` and `stem.pdf` (for papers) of `fig`, which is closed."""
     fig.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
         fig.savefig(path, dpi=150)
     plt.close(fig)
-    markdown = stem.with_suffix(".md")
-    markdown.write_text(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True) + "\n")
-    return paths + [markdown]
+    return paths
 
 
 def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
@@ -316,8 +322,7 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
         return []
     names = groups(runs)
     ppl = pd.DataFrame({t: summarize(runs, f"test/{t}/ppl").set_index("group")["mean"].reindex(names) for t in tasks})
-    finetuned = runs["finetune"].fillna(False).astype(bool) if "finetune" in runs else pd.Series(False, index=runs.index)
-    uniform = runs[(runs["method"] == "uniform") & ~finetuned]
+    uniform = runs[runs["group"].isin(reference_groups(runs, "uniform"))]
     base = pd.Series({t: uniform[f"test/{t}/ppl"].mean() for t in tasks}) if len(uniform) else pd.Series(1.0, index=tasks)
     ratio = ppl / base
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(tasks), 1.2 + 0.45 * len(names)))
@@ -330,11 +335,7 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
     ax.set_yticks(range(len(names)), [f"{short_label(n)} ({trained_for[n]})" for n in names], fontsize=8)
     fig.colorbar(image, ax=ax, label="log(ppl / generalist's ppl): blue is better")
     ax.set_title("transfer: test perplexity, mean over seeds", fontsize=9)
-    fig.tight_layout()
-    paths = [folder / "transfer.png", folder / "transfer.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
+    paths = _save_vector_and_raster(fig, folder / "transfer")
     table = ppl.map(lambda v: format_mean_se(v)).rename(columns=lambda t: f"ppl on {t}")
     table.insert(0, "group", names)
     (folder / "transfer.md").write_text(table.to_markdown(index=False, disable_numparse=True) + "\n")

@@ -28,7 +28,7 @@ import pandas as pd
 
 from crisp_pl.sampling import Groups
 from crisp_pl.selection.context import SelectionContext
-from crisp_pl.selection.registry import register
+from crisp_pl.selection.registry import mixture_settings, register
 
 
 @dataclass
@@ -96,16 +96,19 @@ def crisp_groups(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clu
     return Groups.from_labels("pool", pool_labels, hist.p_specialist, info), hist
 
 
-@register("crisp", needs={"clusters"},
-          settings=lambda cfg: {"level": cfg.cluster.level, "smoothing": cfg.selection.smoothing,
-                                **({"weights": cfg.task.weights} if cfg.task.components else {})})
-def select(ctx: SelectionContext) -> Groups:
-    """Pool clusters of one tree level weighted by the specialist histogram P(c|Ds)."""
-    level = ctx.cfg.cluster.level
+def _crisp_at(ctx: SelectionContext, level: int) -> Groups:
+    """CRISP's groups at tree `level` (its histogram saved as an artifact)."""
     groups, hist = crisp_groups(ctx.pool_labels[:, level], ctx.specialist_labels[:, level],
                                 ctx.cfg.cluster.levels[level], ctx.cfg.selection.smoothing, ctx.specialist_weights)
     ctx.artifacts["histogram.csv"] = hist.table()
     return groups
+
+
+@register("crisp", needs={"clusters"},
+          settings=lambda cfg: {"level": cfg.cluster.level, "smoothing": cfg.selection.smoothing, **mixture_settings(cfg)})
+def select(ctx: SelectionContext) -> Groups:
+    """Pool clusters of one tree level weighted by the specialist histogram P(c|Ds)."""
+    return _crisp_at(ctx, ctx.cfg.cluster.level)
 
 
 LEVEL_SCORE_SMOOTHING = 1.0  # add-one: a validation window in a cluster no train piece reached still has a finite score
@@ -133,17 +136,14 @@ def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validat
 
 
 @register("crisp_auto", needs={"validation_clusters"},
-          settings=lambda cfg: {"levels": cfg.cluster.levels, "smoothing": cfg.selection.smoothing,
-                                **({"weights": cfg.task.weights} if cfg.task.components else {})})
+          settings=lambda cfg: {"levels": cfg.cluster.levels, "smoothing": cfg.selection.smoothing, **mixture_settings(cfg)})
 def select_level(ctx: SelectionContext) -> Groups:
     """CRISP at the tree level whose histogram best predicts the specialist validation windows (see `level_scores`)."""
     levels = ctx.cfg.cluster.levels
     scores = level_scores(ctx.pool_labels, ctx.specialist_labels, ctx.validation_labels, levels, ctx.specialist_weights)
     level = int(np.argmax(scores))
-    groups, hist = crisp_groups(ctx.pool_labels[:, level], ctx.specialist_labels[:, level], levels[level],
-                                ctx.cfg.selection.smoothing, ctx.specialist_weights)
+    groups = _crisp_at(ctx, level)
     groups.info.update({"chosen_level": level, **{f"level_score_{i}": s for i, s in enumerate(scores)}})
-    ctx.artifacts["histogram.csv"] = hist.table()
     ctx.artifacts["level_scores.csv"] = pd.DataFrame({"level": range(len(levels)), "clusters": levels, "score": scores,
                                                       "chosen": [i == level for i in range(len(levels))]})
     return groups

@@ -70,6 +70,12 @@ def register(name: str, *, needs: set[str] | frozenset[str] = frozenset(),
     return decorate
 
 
+def mixture_settings(cfg: RunConfig) -> dict:
+    """The setting of a method that mixes a multitask's components by `task.weights` (none for a single task,
+    so its key is as before multitasks existed)."""
+    return {"weights": cfg.task.weights} if cfg.task.components else {}
+
+
 def unregister(name: str) -> None:
     """Remove a method (tests that register a toy method clean up after themselves)."""
     _METHODS.pop(name, None)

@@ -8,10 +8,10 @@ import numpy as np
 
 from crisp_pl.sampling import Groups
 from crisp_pl.selection.context import SelectionContext
-from crisp_pl.selection.registry import register
+from crisp_pl.selection.registry import mixture_settings, register
 
 
-@register("specialist", settings=lambda cfg: {"weights": cfg.task.weights} if cfg.task.components else {})
+@register("specialist", settings=mixture_settings)
 def select(ctx: SelectionContext) -> Groups:
     """The specialist train windows only (its members index the task's train store)."""
     task, indices = ctx.cfg.task, ctx.specialist_indices

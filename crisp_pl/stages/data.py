@@ -248,10 +248,9 @@ def labels_stage(cache: StageCache, tree: CacheEntry, embeddings: CacheEntry) ->
 def specialist_subset(n_train: int, cfg: RunConfig) -> np.ndarray:
     """Indices of the specialist train windows in use: all, or a prefix of one seeded order when
     `task.train_share` or `task.max_train_windows` cuts them (so smaller sets nest in larger ones)."""
-    caps = [c for c in (cfg.task.max_train_windows,) if c is not None]
+    cap = n_train if cfg.task.max_train_windows is None else cfg.task.max_train_windows
     if cfg.task.train_share < 1:
-        caps.append(max(1, round(cfg.task.train_share * n_train)))
-    cap = min(caps, default=n_train)
+        cap = min(cap, max(1, round(cfg.task.train_share * n_train)))
     if cap >= n_train:
         return np.arange(n_train)
     return np.sort(seeds.rng(cfg.task.seed, "specialist_subset").permutation(n_train)[:cap])

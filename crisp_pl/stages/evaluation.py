@@ -35,12 +35,11 @@ def eval_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, model: Cac
         gpt = load_gpt(model.path / "final.ckpt")
         tokenizer = load_tokenizer(model.path / "final.ckpt")  # the run's: the pool's and the checkpoint's
         counts = unigram_counts(prepared.stores.pool, tokenizer.vocab_size)
-        metrics = score_task(gpt, cfg, prepared.stores.test, counts, tokenizer, out / "lm_eval")
-        np.save(out / "eval_windows.npy", heldout_windows(prepared.stores.test, cfg.eval.max_windows, cfg.task.seed,
-                                                          "eval.test_windows"))  # which test windows were scored
+        metrics = score_task(gpt, cfg, prepared.stores.test, counts, tokenizer, out / "lm_eval", out / "eval_windows.npy")
         for other, entry in others:
             test = WindowStore(entry.path / "test", prepared.tokenizer)
-            scored = score_task(gpt, other, test, counts, tokenizer, out / f"lm_eval-{other.task.name}")
+            scored = score_task(gpt, other, test, counts, tokenizer, out / f"lm_eval-{other.task.name}",
+                                out / f"eval_windows-{other.task.name}.npy")
             metrics.update({k: v for k, v in scored.items() if k not in metrics})  # a shared MCQ set is scored once
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
@@ -49,15 +48,20 @@ def eval_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, model: Cac
 
 def other_tasks(cache: StageCache, cfg: RunConfig) -> list[tuple[RunConfig, CacheEntry]]:
     """(config, task stage) of every `eval.tasks` preset besides the run's own, windowed with the run's tokenizer."""
+    names = [name for name in cfg.eval.tasks if name != cfg.task.name]
+    if not names:
+        return []
     tokenizer = tokenizer_stage(cache, cfg)
     return [(other, task_stage(cache, other, tokenizer)) for other in
-            (build_run_config(to_dict(cfg), {"task": name}) for name in cfg.eval.tasks if name != cfg.task.name)]
+            (build_run_config(to_dict(cfg), {"task": name}) for name in names)]
 
 
-def score_task(gpt, cfg: RunConfig, test, counts: np.ndarray, tokenizer, folder: Path) -> dict[str, float]:
+def score_task(gpt, cfg: RunConfig, test, counts: np.ndarray, tokenizer, folder: Path, windows_file: Path) -> dict[str, float]:
     """`cfg.task`'s metrics on its test store: perplexity and unigram perplexity (per component of a
-    multitask, and pooled), and MCQ accuracy on any MCQ set among its test documents."""
+    multitask, and pooled), and MCQ accuracy on any MCQ set among its test documents. Which test windows
+    were scored goes to `windows_file` (logged with the run)."""
     windows = heldout_windows(test, cfg.eval.max_windows, cfg.task.seed, "eval.test_windows")
+    np.save(windows_file, windows)
     metrics, parts = {}, test_parts(cfg, test, windows)
     for name, part in parts.items():
         scores = perplexity(gpt, test.subset(part), cfg.eval.batch_size, desc=f"test/{name}")

@@ -67,6 +67,14 @@ class StageCache:
         os.replace(partial, final)
         return CacheEntry(stage, key, final)
 
+    def finished(self, stage: str) -> list[tuple[CacheEntry, dict]]:
+        """Every finished output of `stage` with the inputs it was built from (its `inputs.json`)."""
+        folder = self.root / stage
+        if not folder.is_dir():
+            return []
+        return [(CacheEntry(stage, p.name, p), json.loads((p / "inputs.json").read_text()))
+                for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.endswith(".partial") and (p / "inputs.json").is_file()]
+
     def status(self) -> dict[str, dict[str, int]]:
         """Per stage: how many finished and partial outputs exist."""
         out: dict[str, dict[str, int]] = {}

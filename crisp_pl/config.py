@@ -355,6 +355,12 @@ class TrainConfig:
     of GPUs; None: `batch_size` windows per device per step."""
     lr: float = 1e-4
     """Peak learning rate (the paper's 1e-4)."""
+    schedule: str = "cosine"
+    """After the linear warmup: `cosine` (decay to lr * min_lr_ratio at max_steps) or `wsd`
+    (warmup-stable-decay: flat at lr, then a 1 - sqrt decay to lr * min_lr_ratio over the last
+    `decay_fraction` of the steps, Hägele et al. 2024) or `constant` (flat at lr after the warmup)."""
+    decay_fraction: float = 0.2
+    """`wsd`: share of the steps in the final decay."""
     ladder: float | None = None
     """Set: derive `global_batch_tokens`, `lr`, `max_steps` and `warmup_steps` from the model's size,
     training for this multiple of the Chinchilla-optimal 20 tokens a parameter (crisp_pl.model.ladder)."""
@@ -377,6 +383,44 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     seed: int = 0
+
+    def __post_init__(self):
+        check_schedule("train", self.schedule, self.decay_fraction)
+        if self.max_steps < 0:
+            raise ConfigError(f"train.max_steps must be >= 0, got {self.max_steps}")
+
+
+def check_schedule(where: str, schedule: str, decay_fraction: float) -> None:
+    if schedule not in ("cosine", "wsd", "constant"):
+        raise ConfigError(f"{where}.schedule must be `cosine`, `wsd` or `constant`, got {schedule!r}")
+    if not 0 < decay_fraction <= 1:
+        raise ConfigError(f"{where}.decay_fraction must be in (0, 1], got {decay_fraction}")
+
+
+@dataclass
+class BaseConfig:
+    """Continued pretraining (the Optimal Splitting recipe): the point's training starts from a base
+    GPT pretrained for `steps` optimizer steps on uniform draws from the generalist pool, instead of
+    from scratch. The point then trains `train.max_steps` more steps (D′, 0: the base itself) on its
+    selection (CRISP's clusters, the specialist set, ...) with `train`'s lr and a re-warm of
+    `train.warmup_steps`. The base reads no task data, so every task and method on one pool shares it."""
+
+    steps: int = 0
+    """Base steps (D = steps x tokens a step, the batch being `train`'s); 0: no base, train from scratch."""
+    lr: float | None = None
+    """Peak lr of the base (None: train.lr; set it when a study sweeps train.lr, or each lr trains its own base)."""
+    warmup_steps: int | None = None
+    """None: train.warmup_steps."""
+    schedule: str = "wsd"
+    """`wsd` (default): bases of several lengths share one stable-phase run and differ only by their short
+    decays, so a sweep over D costs about one run of the largest D; `cosine`: one full run per D."""
+    decay_fraction: float = 0.2
+    """`wsd`: share of the base's steps in its final decay."""
+
+    def __post_init__(self):
+        check_schedule("base", self.schedule, self.decay_fraction)
+        if self.steps < 0:
+            raise ConfigError(f"base.steps must be >= 0, got {self.steps}")
 
 
 @dataclass
@@ -408,10 +452,15 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        if self.train.max_steps == 0 and self.base.steps == 0:
+            raise ConfigError("train.max_steps = 0 needs a base model to evaluate (base.steps > 0)")
 
 
 # --- building dataclasses from plain dicts, with errors that name the key -----------------------

@@ -3,7 +3,8 @@
 The paper compares methods at equal cost, so every point logs
 
     cost/selection_flops, cost/selection_hours   the data stages and the selection stage it used
-    cost/train_flops,     cost/train_hours       pretraining plus fine-tuning
+    cost/base_flops,      cost/base_hours        the base of continued pretraining (0 without one)
+    cost/train_flops,     cost/train_hours       pretraining (or continued pretraining) plus fine-tuning
     cost/total_flops,     cost/total_hours
 
 Hours are measured wall seconds of the stages that produced this point's inputs, times the devices
@@ -42,15 +43,17 @@ def kmeans_flops(n_points: int, cfg: ClusterConfig, dim: int = 384) -> float:
     return total
 
 
-def point_costs(*, selection_flops: float, selection_seconds: float, train_flops: float, train_seconds: float,
-                train_devices: int) -> dict[str, float]:
-    selection_hours = selection_seconds / 3600  # selection stages run on one device
-    train_hours = train_seconds * train_devices / 3600
+def point_costs(*, selection_flops: float, selection_hours: float, train_flops: float, train_hours: float,
+                base_flops: float = 0.0, base_hours: float = 0.0) -> dict[str, float]:
+    """The cost columns of a point. A continued-pretraining base is its own column, charged in full to
+    each point; a study that shares it over K tasks divides it by K (analysis/split_plan.py)."""
     return {
         "cost/selection_flops": selection_flops,
         "cost/selection_hours": selection_hours,
+        "cost/base_flops": base_flops,
+        "cost/base_hours": base_hours,
         "cost/train_flops": train_flops,
         "cost/train_hours": train_hours,
-        "cost/total_flops": selection_flops + train_flops,
-        "cost/total_hours": selection_hours + train_hours,
+        "cost/total_flops": selection_flops + base_flops + train_flops,
+        "cost/total_hours": selection_hours + base_hours + train_hours,
     }

@@ -20,7 +20,7 @@ from crisp_pl.selection import get_method
 from crisp_pl.stages.data import prepare, specialist_subset
 from crisp_pl.stages.evaluation import eval_stage, load_metrics
 from crisp_pl.stages.selection import selection_cost, selection_stage
-from crisp_pl.stages.training import TrainRecord, finetune_stage, train_stage
+from crisp_pl.stages.training import TrainRecord, base_stage, finetune_stage, train_stage
 
 
 @dataclass
@@ -45,27 +45,36 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResul
     prepared = prepare(cache, cfg, need_embeddings=method.needs_embeddings, need_clusters=method.needs_clusters,
                        need_validation_clusters=method.needs_validation_clusters)
     selection = selection_stage(cache, cfg, prepared)
-    pretrained = train_stage(cache, cfg, prepared, selection, logger(""))
+    base = base_stage(cache, cfg, prepared, logger("base")) if cfg.base.steps else None
+    # train.max_steps = 0 after a base: the base itself is the model (D′ = 0 in a split study)
+    pretrained = base if cfg.train.max_steps == 0 else train_stage(cache, cfg, prepared, selection, logger(""), base)
     model = finetune_stage(cache, cfg, prepared, pretrained, logger("finetune")) if cfg.finetune.enabled else pretrained
     evaluation = eval_stage(cache, cfg, prepared, model)
 
     groups = Groups.load(selection.path)
-    trained = TrainRecord.load(pretrained)
     metrics = {f"test/{k}": v for k, v in load_metrics(evaluation).items()}
-    metrics.update(trained.metrics("train/final_"))
-    train_flops, train_seconds = trained.flops, trained.train_seconds
+    train_flops = train_hours = 0.0
+    if pretrained is not base:
+        trained = TrainRecord.load(pretrained)
+        metrics.update(trained.metrics("train/final_"))
+        train_flops, train_hours = trained.flops, trained.hours
+        per_rank = trained.steps * trained.micro_batch * trained.accumulate
+        metrics.update(repetition_stats(groups, per_rank, cfg.train.seed, trained.devices))
     if cfg.finetune.enabled:
         tuned = TrainRecord.load(model)
         metrics.update(tuned.metrics("finetune/"))
-        train_flops, train_seconds = train_flops + tuned.flops, train_seconds + tuned.train_seconds
+        train_flops, train_hours = train_flops + tuned.flops, train_hours + tuned.hours
+    base_flops = base_hours = 0.0
+    if base is not None:
+        based = TrainRecord.load(base)
+        metrics.update(based.metrics("base/"))
+        base_flops, base_hours = based.flops, based.hours
     metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
-    per_rank = trained.steps * trained.micro_batch * trained.accumulate
-    metrics.update(repetition_stats(groups, per_rank, cfg.train.seed, trained.devices))
     metrics["data/pool_windows"] = float(len(prepared.stores.pool))  # the x axes of the data-size studies
     metrics["data/specialist_windows"] = float(len(specialist_subset(len(prepared.stores.train), cfg)))
     selection_flops, selection_seconds = selection_cost(cfg, prepared, selection, groups.info)
-    metrics.update(point_costs(selection_flops=selection_flops, selection_seconds=selection_seconds, train_flops=train_flops,
-                               train_seconds=train_seconds, train_devices=trained.devices))
+    metrics.update(point_costs(selection_flops=selection_flops, selection_hours=selection_seconds / 3600, train_flops=train_flops,
+                               train_hours=train_hours, base_flops=base_flops, base_hours=base_hours))
     metrics["time/point_seconds"] = time.perf_counter() - started
 
     keys = dict(prepared.keys, selection=selection.key, train=pretrained.key, model=model.key, eval=evaluation.key)

@@ -3,7 +3,7 @@
 Batches are LongTensor token windows (B, L): the model reads batch[:, :-1] and predicts
 batch[:, 1:]. The optimizer is AdamW (betas 0.9 / 0.95, weight decay on matrices only) with a
 per-step schedule (`schedule.lr_factor`): linear warmup, then cosine decay to lr * min_lr_ratio at
-max_steps. Gradient clipping is the Trainer's (`trainer.build_trainer`). A checkpoint holds the
+max_steps, or warmup-stable-decay. Gradient clipping is the Trainer's (`trainer.build_trainer`). A checkpoint holds the
 GPTConfig and the tokenizer's spec, so `crisp_pl.model.checkpoint.load_gpt` and `load_tokenizer` rebuild the
 plain network and its tokenizer from the file alone.
 
@@ -75,7 +75,7 @@ class GPTModule(L.LightningModule):
         optimizer = torch.optim.AdamW(param_groups(self.gpt, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95),
                                       fused=fused or None)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio))
+            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.schedule, cfg.decay_fraction))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -9,6 +9,7 @@ A study file (studies/NAME.yaml) holds:
     scales: {tiny: {include: [corpora/builtin_tiny.yaml], ...}, small: {grid: {...}, ...}}  # per-scale settings (optional)
     variants: {crisp+ft: {selection.method: crisp, finetune.enabled: true}, ...}   # named override sets (optional)
     grid: {task: [medical, arc_easy]}    # dotted key -> values
+    exclude: [{task: arc_easy, ...}]      # grid combinations left out (optional)
     seeds: [0, 1, 2]                      # replicates (optional)
 
 Points are every variant crossed with every combination of grid values, named like
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
 CONFIGS_DIR = ROOT / "configs"
-STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "seeds", "figures"}
+STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "exclude", "seeds", "figures"}
 FIGURE_KEYS = {"x", "label", "log_x", "series"}
 SEED_KEYS = ("train.seed", "selection.seed")  # what a study's `seeds` set; task.seed and cluster.seed stay fixed
 
@@ -64,6 +65,9 @@ class Study:
     scales: dict = field(default_factory=dict)
     variants: dict[str, dict] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
+    exclude: list[dict] = field(default_factory=list)
+    """Grid combinations to leave out: a point whose grid values match every key of one entry is not run
+    (e.g. `{base.steps: 0, train.max_steps: 0}`, a model trained on nothing)."""
     seeds: list[int] = field(default_factory=list)  # empty: no seed axis, points named and configured as without the key
     figures: list[dict] = field(default_factory=list)
     """Sweep figures (analysis.figures.sweep_figure): each `x` (a metric such as `data/pool_windows`, or a
@@ -102,6 +106,10 @@ def load_study(name_or_path: str) -> Study:
     for key, values in data.get("grid", {}).items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.{key} must be a non-empty list")
+    for i, entry in enumerate(data.get("exclude", [])):
+        if not isinstance(entry, dict) or not entry or set(entry) - set(data.get("grid", {})):
+            raise ConfigError(f"{path}: exclude[{i}] must map grid keys ({', '.join(data.get('grid', {})) or 'none'}) "
+                              f"to values, got {entry!r}")
     for name, overrides in data.get("variants", {}).items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"{path}: variants.{name} must be a mapping of dotted keys to values")
@@ -148,6 +156,8 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, wit
     for seed in study.seeds if with_seeds and study.seeds else [None]:
         for variant, variant_overrides in (study.variants or {"": {}}).items():
             for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+                if any(all(dict(zip(keys, values))[k] == v for k, v in entry.items()) for entry in study.exclude):
+                    continue
                 assignment = [f"{k}={_yaml_value(v)}" for k, v in zip(keys, values)]
                 group = ",".join(([variant] if variant else []) + assignment) or "default"
                 overrides = merge(parse_set([f"{k}={_yaml_value(v)}" for k, v in variant_overrides.items()]), parse_set(assignment))

@@ -14,7 +14,8 @@ from pathlib import Path
 from crisp_pl.cache import StageCache
 from crisp_pl.config import RunConfig
 from crisp_pl.costs import point_costs
-from crisp_pl.model.ladder import apply_ladder
+from crisp_pl.model.gpt import GPTConfig
+from crisp_pl.model.ladder import apply_ladder, non_embedding_params
 from crisp_pl.sampling import Groups, repetition_stats
 from crisp_pl.selection import get_method
 from crisp_pl.stages.data import prepare, specialist_subset
@@ -70,6 +71,7 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResul
         metrics.update(based.metrics("base/"))
         base_flops, base_hours = based.flops, based.hours
     metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
+    metrics["model/non_embedding_params"] = float(non_embedding_params(GPTConfig.from_name(cfg.model.size)))  # N of scaling laws
     metrics["data/pool_windows"] = float(len(prepared.stores.pool))  # the x axes of the data-size studies
     metrics["data/specialist_windows"] = float(len(specialist_subset(len(prepared.stores.train), cfg)))
     selection_flops, selection_seconds = selection_cost(cfg, prepared, selection, groups.info)

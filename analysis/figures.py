@@ -294,13 +294,13 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
         ax.set_ylabel(("test perplexity (lower is better)" if column.endswith("/ppl") else "accuracy (higher is better)"))
         ax.set_title(f"{task}: mean over seeds, ±1 SE, dots: seeds", fontsize=9)
         ax.legend(fontsize=7)
-    paths = _save_vector_and_raster(fig, stem)
+    paths = save_figure(fig, stem)
     markdown = stem.with_suffix(".md")
     markdown.write_text(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True) + "\n")
     return paths + [markdown]
 
 
-def _save_vector_and_raster(fig, stem: Path) -> list[Path]:
+def save_figure(fig, stem: Path) -> list[Path]:
     """`stem.png` and `stem.pdf` (for papers) of `fig`, which is closed."""
     fig.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
@@ -335,7 +335,7 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
     ax.set_yticks(range(len(names)), [f"{short_label(n)} ({trained_for[n]})" for n in names], fontsize=8)
     fig.colorbar(image, ax=ax, label="log(ppl / generalist's ppl): blue is better")
     ax.set_title("transfer: test perplexity, mean over seeds", fontsize=9)
-    paths = _save_vector_and_raster(fig, folder / "transfer")
+    paths = save_figure(fig, folder / "transfer")
     table = ppl.map(lambda v: format_mean_se(v)).rename(columns=lambda t: f"ppl on {t}")
     table.insert(0, "group", names)
     (folder / "transfer.md").write_text(table.to_markdown(index=False, disable_numparse=True) + "\n")

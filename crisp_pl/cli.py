@@ -4,6 +4,7 @@
     crisp study run NAME [--scale tiny|small|paper] [--set key=value ...]
     crisp study status NAME [--scale ...]
     crisp figures NAME [--scale ...]
+    crisp tune NAME --trials N [--scale ...] [--set key=value ...]
     crisp ui [--port 5000]
     crisp mcq-tasks DIR [--sets arc_easy mmlu ...] [--seed 0]
     crisp lm-eval --model crisp --model_args checkpoint=PATH --tasks arc_easy_test_half --include_path DIR [lm-eval flags]
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(study.add_parser("show", help="print each point's resolved config"))
     figures = commands.add_parser("figures", help="draw a study's figures and tables from the MLflow store")
     _study_args(figures)
+    tune = commands.add_parser("tune", help="an Optuna search over the study's `search` block (resumes where it stopped)")
+    _study_args(tune)
+    tune.add_argument("--trials", type=int, required=True, help="run until this many trials are done (complete or pruned)")
     ui = commands.add_parser("ui", help="the MLflow comparison UI over the results store, on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: 5000)")
     ui.add_argument("--results-dir", default="results", help="the results folder whose mlflow.db to open (default: results)")
@@ -72,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             results = StudyRunner(load_study(args.name), args.scale, args.sets).results()
             for path in draw_study(results):
                 print(path)
+            return 0
+        if args.command == "tune":
+            from crisp_pl.study import load_study
+            from crisp_pl.tune import Tuner
+
+            Tuner(load_study(args.name), args.scale, args.sets).run(args.trials)
             return 0
         if args.command == "ui":
             return _ui(args)

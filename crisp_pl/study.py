@@ -11,6 +11,7 @@ A study file (studies/NAME.yaml) holds:
     grid: {task: [medical, arc_easy]}    # dotted key -> values
     exclude: [{task: arc_easy, ...}]      # grid combinations left out (optional)
     seeds: [0, 1, 2]                      # replicates (optional)
+    search: {params: {train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}   # `crisp tune` (crisp_pl/tune.py)
 
 Points are every variant crossed with every combination of grid values, named like
 `crisp+ft,task=medical`, and, when the study has `seeds`, crossed with the seeds: the point
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
 CONFIGS_DIR = ROOT / "configs"
-STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "exclude", "seeds", "figures"}
+STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "exclude", "seeds", "figures", "search"}
 FIGURE_KEYS = {"x", "label", "log_x", "series"}
 SEED_KEYS = ("train.seed", "selection.seed")  # what a study's `seeds` set; task.seed and cluster.seed stay fixed
 
@@ -73,6 +74,8 @@ class Study:
     """Sweep figures (analysis.figures.sweep_figure): each `x` (a metric such as `data/pool_windows`, or a
     grid key), `label` (the axis title, with units), `log_x`, `series` (the column one line is drawn
     per: `variant` by default, or a grid key)."""
+    search: dict = field(default_factory=dict)
+    """An Optuna search over config keys (`crisp tune NAME`; crisp_pl/tune.py documents the block)."""
     path: Path | None = None
 
 

@@ -33,11 +33,13 @@ class PointResult:
     """Artifact name -> file (the model checkpoint under `checkpoint`)."""
 
 
-def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResult:
+def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbacks=()) -> PointResult:
     """Prepare data, select, train (and fine-tune), evaluate one configuration; return its metrics.
 
     `make_logger(prefix)` gives the Lightning logger of a training stage: "" for pretraining,
-    "finetune" for fine-tuning (so its step-indexed curves do not overwrite pretraining's)."""
+    "finetune" for fine-tuning, "base" for a continued-pretraining base (so their step-indexed curves
+    do not overwrite each other). `train_callbacks`: more Lightning callbacks of the (pre)training
+    stage (a search's pruning)."""
     started = time.perf_counter()
     cfg = apply_ladder(cfg)  # a study has applied it already; a config built by hand may not have
     logger = make_logger or (lambda prefix: None)
@@ -48,7 +50,8 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None) -> PointResul
     selection = selection_stage(cache, cfg, prepared)
     base = base_stage(cache, cfg, prepared, logger("base")) if cfg.base.steps else None
     # train.max_steps = 0 after a base: the base itself is the model (D′ = 0 in a split study)
-    pretrained = base if cfg.train.max_steps == 0 else train_stage(cache, cfg, prepared, selection, logger(""), base)
+    pretrained = base if cfg.train.max_steps == 0 else train_stage(cache, cfg, prepared, selection, logger(""), base,
+                                                                       train_callbacks)
     model = finetune_stage(cache, cfg, prepared, pretrained, logger("finetune")) if cfg.finetune.enabled else pretrained
     evaluation = eval_stage(cache, cfg, prepared, model)
 

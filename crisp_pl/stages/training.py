@@ -85,10 +85,17 @@ def _record(out: Path, trainer, module, started: float, continued: TrainRecord |
     (out / "train.json").write_text(json.dumps({k: v for k, v in dataclasses.asdict(record).items() if v is not None}, indent=1))
 
 
+def validation_windows(cfg: RunConfig, prepared: Prepared):
+    """The specialist validation windows every run validates on (None without any): a seeded,
+    source-stratified sample of at most `eval.max_windows`, the same for every method and seed."""
+    validation = prepared.stores.validation
+    if validation is None:
+        return None
+    return validation.subset(heldout_windows(validation, cfg.eval.max_windows, cfg.task.seed, "eval.validation_windows"))
+
+
 def _datamodule(cfg: RunConfig, prepared: Prepared, groups: Groups, train: TrainConfig, validate: bool = True) -> SelectionDataModule:
-    validation = prepared.stores.validation if validate else None
-    if validation is not None:  # every run validates on the same seeded, source-stratified windows
-        validation = validation.subset(heldout_windows(validation, cfg.eval.max_windows, cfg.task.seed, "eval.validation_windows"))
+    validation = validation_windows(cfg, prepared) if validate else None
     plan = batch_plan(train, cfg.corpus.window_length)  # the same tokens per step on any number of devices
     return SelectionDataModule(prepared.stores[groups.store], groups, batch_size=plan.micro_batch, max_steps=train.max_steps,
                                seed=train.seed, val_store=validation, val_batch_size=cfg.eval.batch_size,
@@ -116,9 +123,10 @@ def _gpt_config(cfg: RunConfig, prepared: Prepared) -> GPTConfig:
 
 
 def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection: CacheEntry, logger=None,
-                base: CacheEntry | None = None) -> CacheEntry:
+                base: CacheEntry | None = None, callbacks=()) -> CacheEntry:
     """Train a GPT on windows drawn from the selection's groups: a fresh one, or the `base` model's
-    weights continued (with a fresh optimizer and `train`'s re-warm and schedule)."""
+    weights continued (with a fresh optimizer and `train`'s re-warm and schedule). `callbacks`: more
+    Lightning callbacks (a search's pruning)."""
     inputs = {"selection": selection.key, "model": to_dict(cfg.model), "window_length": cfg.corpus.window_length,
               "train": _train_inputs(cfg.train)}
     if base is not None:
@@ -130,7 +138,8 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection
         data = _datamodule(cfg, prepared, Groups.load(selection.path), cfg.train)
         spec = prepared.tokenizer.spec()  # every checkpoint carries its tokenizer
         trainer, module = fit_resumable(lambda: GPTModule(gpt(), cfg.train, spec), data, cfg.train, out,
-                                        validate_every=_validate_every(prepared, cfg.train.val_every), logger=logger)
+                                        validate_every=_validate_every(prepared, cfg.train.val_every), logger=logger,
+                                        callbacks=callbacks)
         _record(out, trainer, module, started)
 
     return cache.run("train", inputs, build)

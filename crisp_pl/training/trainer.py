@@ -71,7 +71,8 @@ def mlflow_logger(tracking_uri: str, run_id: str, prefix: str = ""):
 
 
 def fit_resumable(make_module: Callable[[], L.LightningModule], data, train: TrainConfig,
-                  folder: Path, *, validate_every: int | None, logger=None) -> tuple[L.Trainer, L.LightningModule]:
+                  folder: Path, *, validate_every: int | None, logger=None,
+                  callbacks: Sequence[Callback] = ()) -> tuple[L.Trainer, L.LightningModule]:
     """Seed with `train.seed`, build the module (so its initialization follows the seed) and fit it,
     checkpointing every `train.checkpoint_every` steps under `folder/checkpoints` and resuming from
     the last one if a killed attempt left it; writes `folder/final.ckpt`."""
@@ -80,7 +81,8 @@ def fit_resumable(make_module: Callable[[], L.LightningModule], data, train: Tra
     checkpoints = folder / "checkpoints"
     resume = checkpoints / "last.ckpt"
     saver = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=train.checkpoint_every, save_last=True, save_top_k=0)
-    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver], accumulate=data.accumulate)
+    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver, *callbacks],
+                            accumulate=data.accumulate)
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
     trainer.save_checkpoint(folder / "final.ckpt")
     shutil.rmtree(checkpoints, ignore_errors=True)

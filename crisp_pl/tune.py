@@ -84,24 +84,6 @@ class Search:
         return values
 
 
-def pruning_callback(trial):
-    """A Lightning callback that reports each validation loss to the trial and stops the run when
-    Optuna's pruner says the trial cannot win."""
-    import optuna
-    from lightning.pytorch.callbacks import Callback
-
-    class PruneOnValidation(Callback):
-        def on_validation_end(self, trainer, module):
-            loss = trainer.callback_metrics.get("val/loss")
-            if loss is None or trainer.sanity_checking:
-                return
-            trial.report(float(loss), step=trainer.global_step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"val/loss {float(loss):.4f} at step {trainer.global_step}")
-
-    return PruneOnValidation()
-
-
 @dataclass
 class Tuner:
     """One search of one study at one scale (the module docstring)."""
@@ -167,6 +149,7 @@ class Tuner:
         import optuna
 
         from crisp_pl.stages import run_point
+        from crisp_pl.training.pruning import PruneOnValidation
         from crisp_pl.training.trainer import mlflow_logger
 
         values = self.search.suggest(trial)
@@ -176,7 +159,7 @@ class Tuner:
                 "mlflow.parentRunId": parent, "crisp.trial": str(trial.number), "crisp.variant": self.search.variant or "default",
                 "crisp.method": point.config.selection.method, "crisp.task": point.config.task.name}
         run_id = tracker.create_run(f"trial {trial.number}", tags, to_dict(point.config)).run_id
-        callbacks = [pruning_callback(trial)] if self.search.pruning else []
+        callbacks = [PruneOnValidation(trial)] if self.search.pruning else []
         try:
             result = run_point(point.config, self.runner.cache, lambda prefix: mlflow_logger(tracker.uri, run_id, prefix), callbacks)
             metrics = dict(result.metrics)

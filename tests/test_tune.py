@@ -15,7 +15,8 @@ from conftest import TINY_DATA
 from crisp_pl.cache import StageCache
 from crisp_pl.config import ConfigError, build_run_config, to_dict
 from crisp_pl.study import Study, load_study, points
-from crisp_pl.tune import Search, pruning_callback
+from crisp_pl.training.pruning import PruneOnValidation
+from crisp_pl.tune import Search
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +48,7 @@ def test_a_trial_the_pruner_rejects_stops_at_its_first_validation(tiny_config):
     trial = search.ask()
     cfg = build_run_config(to_dict(tiny_config), {"selection": {"method": "uniform"}, "train": {"lr": 2e-3}})
     with pytest.raises(optuna.TrialPruned):
-        run_point(cfg, StageCache(f"{cfg.results_dir}/cache"), train_callbacks=[pruning_callback(trial)])
+        run_point(cfg, StageCache(f"{cfg.results_dir}/cache"), train_callbacks=[PruneOnValidation(trial)])
     assert list(search.trials[0].intermediate_values) == [cfg.train.val_every]  # reported once, then stopped
 
 

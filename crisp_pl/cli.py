@@ -3,6 +3,7 @@
     crisp study list
     crisp study run NAME [--scale tiny|small|paper] [--set key=value ...]
     crisp study status NAME [--scale ...]
+    crisp study plan NAME [--scale ...]
     crisp figures NAME [--scale ...]
     crisp tune NAME --trials N [--scale ...] [--set key=value ...]
     crisp ui [--port 5000]
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(study.add_parser("run", help="run every point of a study (finished points are skipped)"))
     _study_args(study.add_parser("status", help="which points are done, running, failed; cached stages"))
     _study_args(study.add_parser("show", help="print each point's resolved config"))
+    _study_args(study.add_parser("plan", help="before running: each point's cached and to-compute stages, its training "
+                                              "FLOPs and device-hours"))
     figures = commands.add_parser("figures", help="draw a study's figures and tables from the MLflow store")
     _study_args(figures)
     tune = commands.add_parser("tune", help="an Optuna search over the study's `search` block (resumes where it stopped)")
@@ -121,6 +124,8 @@ def _study(args) -> int:
             print(f"# {point.name}\n{yaml.safe_dump(to_dict(point.config), sort_keys=False)}")
         return 0
     runner = StudyRunner(study, args.scale, args.sets)
+    if args.action == "plan":
+        return _plan(runner)
     if args.action == "run":
         runner.run()
         print(f"study {study.name} [{args.scale}] finished; figures: crisp figures {study.name} --scale {args.scale}; UI: crisp ui")
@@ -131,6 +136,31 @@ def _study(args) -> int:
     print(f"\nthe stage cache of {runner.results_dir} (shared by every study run there):")
     for stage, counts in runner.cache.status().items():
         print(f"  {stage:12s} {counts['done']} done, {counts['partial']} partial")
+    return 0
+
+
+def _plan(runner) -> int:
+    from crisp_pl.plan import flops_per_second, plan_point
+
+    rate = flops_per_second(runner.cache)
+    done = {row["point"] for row in runner.status() if row["state"] == "done"}
+    total_flops, computing = 0.0, 0
+    for i, point in enumerate(runner.points, 1):
+        plan = plan_point(point.name, point.config, runner.cache.root, point.name in done)
+        if plan.done:
+            state = "done (finished in MLflow)"
+        elif plan.computes_from is None:
+            state = f"cached: {', '.join(plan.reused)} (logs to MLflow only)"
+        else:
+            computing += 1
+            total_flops += plan.train_flops
+            reused = f"reuses {', '.join(plan.reused)}; " if plan.reused else ""
+            state = f"{reused}computes {plan.computes_from} and after; training {plan.train_flops:.3g} FLOPs"
+        print(f"[{i}/{len(runner.points)}] {point.name}: {state}", flush=True)
+    hours = f" ~ {total_flops / rate / 3600:.2g} device-hours at this cache's measured {rate:.3g} FLOP/s" if rate else \
+        " (no device-hours: nothing has trained in this cache yet to measure the rate)"
+    print(f"\n{computing} of {len(runner.points)} points to compute: training {total_flops:.3g} FLOPs{hours}; "
+          f"selection stages (SBERT, k-means, auxiliary LMs) not counted")
     return 0
 
 

@@ -128,7 +128,7 @@ def _study(args) -> int:
         return _plan(runner)
     if args.action == "run":
         runner.run()
-        print(f"study {study.name} [{args.scale}] finished; figures: crisp figures {study.name} --scale {args.scale}; UI: crisp ui")
+        print(f"study {study.name} [{args.scale}] finished; figures: crisp figures {study.ref} --scale {args.scale}; UI: crisp ui")
         return 0
     for row in runner.status():
         done = f"  test ppl {row['ppl']:.1f} in {row['seconds']:.0f} s" if row["ppl"] is not None and row["seconds"] is not None else ""

@@ -533,10 +533,16 @@ def non_defaults(config: "RunConfig") -> dict:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Deep-merge `override` into a copy of `base`; lists and scalars are replaced whole."""
+    """Deep-merge `override` into a copy of `base`; lists and scalars are replaced whole, except that a
+    key written `KEY+` extends the list at KEY (`sources+: [...]` adds sources to an included corpus)."""
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(key, str) and key.endswith("+"):
+            key = key[:-1]
+            if not isinstance(value, list) or not isinstance(out.get(key, []), list):
+                raise ConfigError(f"{key}+: extends a list with a list, got {value!r} for {out.get(key)!r}")
+            out[key] = list(out.get(key, [])) + value
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
             out[key] = value

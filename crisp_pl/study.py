@@ -78,6 +78,11 @@ class Study:
     """An Optuna search over config keys (`crisp tune NAME`; crisp_pl/tune.py documents the block)."""
     path: Path | None = None
 
+    @property
+    def ref(self) -> str:
+        """How commands name this study again: its name when it is studies/NAME.yaml, else its path."""
+        return self.name if self.path is None or self.path.resolve() == (STUDIES_DIR / f"{self.name}.yaml").resolve() else str(self.path)
+
 
 @dataclass
 class Point:
@@ -302,12 +307,12 @@ class StudyRunner:
         parent = self.parent(create=False)
         if parent is None:
             raise LookupError(f"study {self.study.name} [{self.scale}] has no runs with this config in {self.tracker.uri}; "
-                              f"run it first (crisp study run {self.study.name} --scale {self.scale})")
+                              f"run it first (crisp study run {self.study.ref} --scale {self.scale})")
         order = {p.name: i for i, p in enumerate(self.points)}
         runs = self.tracker.finished_children(parent.run_id)
         if runs.empty:
             raise LookupError(f"study {self.study.name} [{self.scale}] has no finished points yet in {self.tracker.uri}; "
-                              f"run it (crisp study run {self.study.name} --scale {self.scale})")
+                              f"run it (crisp study run {self.study.ref} --scale {self.scale})")
         runs = runs.sort_values("point", key=lambda s: s.map(order)).reset_index(drop=True)
         for key in self.study.grid:  # each grid key's value, a column a sweep figure can draw against
             values = {p.name: _lookup(to_dict(p.config), key) for p in self.points}

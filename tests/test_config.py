@@ -101,3 +101,15 @@ def test_non_defaults_hold_only_what_a_config_changes():
     assert changed["train"] == {"lr": 0.5} and "ladder" not in changed["train"] and "model" not in changed
     assert changed["task"]["name"] == "arc_easy" and changed["task"]["split"] == "halves"
     assert non_defaults(build_run_config({})) == {}
+
+
+def test_a_plus_key_extends_an_included_list_instead_of_replacing_it():
+    from crisp_pl.config import ConfigError, build_run_config, parse_set
+
+    included = {"corpus": {"sources": [{"name": "wiki"}, {"name": "medical"}]}}
+    cfg = build_run_config(included, {"corpus": {"sources+": [{"name": "my_manuals", "kind": "text", "path": "/data"}]}},
+                           parse_set(["corpus.sources+=[{name: bbc_news}]"]))
+    assert [s.name for s in cfg.corpus.sources] == ["wiki", "medical", "my_manuals", "bbc_news"]
+    assert [s.name for s in build_run_config(included, {"corpus": {"sources": [{"name": "x"}]}}).corpus.sources] == ["x"]
+    with pytest.raises(ConfigError, match="holdout\\+"):
+        build_run_config({"corpus": {"holdout+": "medical"}})

@@ -228,3 +228,12 @@ def test_seeded_micro_study_shares_seedless_stages_and_reports_over_seeds(tmp_pa
     assert "±" in text and "#### Paired differences against the generalist (`generalist`)" in text
     assert "#### Paired differences against CRISP (`crisp`)" in text
     assert [" ".join(line.split()).split(" | ")[1] for line in text.splitlines() if line.startswith("| crisp+ft")][:3] == ["2"] * 3
+
+
+def test_a_study_is_named_again_the_way_it_can_be_found(tmp_path):
+    from crisp_pl.study import load_study
+
+    assert load_study("quickstart").ref == "quickstart"
+    own = tmp_path / "mine.yaml"
+    own.write_text("name: quickstart\ngrid: {selection.method: [uniform]}\n")  # a study's name need not be its file's
+    assert load_study(str(own)).ref == str(own)

@@ -6,6 +6,8 @@
     crisp study plan NAME [--scale ...]
     crisp figures NAME [--scale ...]
     crisp tune NAME --trials N [--scale ...] [--set key=value ...]
+    crisp fit NAME [--scale ...] [--bootstrap 200] [--domains K]
+    crisp split plan NAME --budget FLOPS [--domains K] [--task TASK] [--scale ...]
     crisp ui [--port 5000]
     crisp mcq-tasks DIR [--sets arc_easy mmlu ...] [--seed 0]
     crisp lm-eval --model crisp --model_args checkpoint=PATH --tasks arc_easy_test_half --include_path DIR [lm-eval flags]
@@ -45,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="an Optuna search over the study's `search` block (resumes where it stopped)")
     _study_args(tune)
     tune.add_argument("--trials", type=int, required=True, help="run until this many trials are done (complete or pruned)")
+    fit = commands.add_parser("fit", help="fit scaling laws L(N, D, D′) to a split study's runs, per task (analysis/fit_report.py)")
+    _study_args(fit)
+    fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the parameters' intervals (default: 200)")
+    fit.add_argument("--domains", type=int, default=2, help="K, the domains sharing a base, for the report's splits (default: 2)")
+    split = commands.add_parser("split", help="the optimal pretrain/specialize split from a study's fit").add_subparsers(
+        dest="action", required=True)
+    split_plan = split.add_parser("plan", help="N, D and D′ minimizing the fitted loss at a budget shared by K domains")
+    _study_args(split_plan)
+    split_plan.add_argument("--budget", type=float, required=True, help="training FLOPs, e.g. 1e20 (6N(D + K·D′))")
+    split_plan.add_argument("--domains", type=int, default=1, help="K, the domains sharing the base (default: 1)")
+    split_plan.add_argument("--task", default=None, help="the fitted task (default: every task crisp fit fitted)")
     ui = commands.add_parser("ui", help="the MLflow comparison UI over the results store, on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: 5000)")
     ui.add_argument("--results-dir", default="results", help="the results folder whose mlflow.db to open (default: results)")
@@ -86,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
             Tuner(load_study(args.name), args.scale, args.sets).run(args.trials)
             return 0
+        if args.command == "fit":
+            return _fit(args)
+        if args.command == "split":
+            return _split_plan(args)
         if args.command == "ui":
             return _ui(args)
         if args.command == "mcq-tasks":
@@ -161,6 +178,44 @@ def _plan(runner) -> int:
         " (no device-hours: nothing has trained in this cache yet to measure the rate)"
     print(f"\n{computing} of {len(runner.points)} points to compute: training {total_flops:.3g} FLOPs{hours}; "
           f"selection stages (SBERT, k-means, auxiliary LMs) not counted")
+    return 0
+
+
+def _fit(args) -> int:
+    from analysis.fit_report import fit_task
+    from analysis.split_runs import split_frame
+
+    from crisp_pl.study import StudyRunner, load_study
+
+    results = StudyRunner(load_study(args.name), args.scale, args.sets).results()
+    frame = split_frame(results.runs)
+    for task, runs in frame.groupby("task"):
+        print(f"{task}: fitting {len(runs)} runs", flush=True)
+        for path in fit_task(runs.reset_index(drop=True), str(task), results.folder, args.bootstrap, args.domains):
+            print(path)
+    return 0
+
+
+def _split_plan(args) -> int:
+    from pathlib import Path
+
+    from analysis.fit_report import load_fit
+    from analysis.split_plan import optimal_split
+
+    from crisp_pl.study import load_study, points
+
+    study = load_study(args.name)
+    folder = Path(points(study, args.scale, args.sets)[0].config.results_dir) / "figures" / f"{study.name}-{args.scale}"
+    tasks = [args.task] if args.task else sorted(p.stem.removeprefix("fit-") for p in folder.glob("fit-*.json"))
+    if not tasks:
+        raise LookupError(f"{folder}: no fits yet; run crisp fit {study.ref} --scale {args.scale}")
+    print(f"budget {args.budget:.3g} FLOPs = 6N(D + K·D′), K = {args.domains} domains sharing one base")
+    for task in tasks:
+        fit = load_fit(folder, task)
+        best = optimal_split(fit, args.budget, args.domains)
+        print(f"{task} ({fit.law} law): N = {best.N:.3g} non-embedding parameters, D = {best.D:.3g} base tokens, "
+              f"D′ = {best.Dp:.3g} tokens per domain ({best.share:.0%} of the budget on specialization); "
+              f"predicted loss {best.loss:.4f}")
     return 0
 
 

@@ -89,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
             from crisp_pl.study import StudyRunner, load_study
 
-            results = StudyRunner(load_study(args.name), args.scale, args.sets).results()
+            runner = StudyRunner(load_study(args.name), args.scale, args.sets)
+            results = runner.results()
             for path in draw_study(results):
                 print(path)
+            runner.attach_figures(results.folder)
             return 0
         if args.command == "tune":
             from crisp_pl.study import load_study

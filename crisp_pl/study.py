@@ -185,6 +185,13 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, wit
     return out
 
 
+def run_name(point: Point) -> str:
+    """The MLflow run name: the point's values without their keys, which the runs table cuts off
+    (`crisp+ft,task.train_share=0.25,seed=1` -> `crisp+ft 0.25 s1`); the full name is tag `crisp.point`."""
+    values = [part.split("=", 1)[-1] for part in point.group.split(",")] if point.group != "default" else [point.group]
+    return " ".join(values + ([f"s{point.seed}"] if point.seed is not None else []))
+
+
 def _lookup(tree: dict, dotted: str):
     """`tree["a"]["b"]` for `a.b`; a task preset's name for `task`."""
     for part in dotted.split("."):
@@ -236,8 +243,12 @@ class StudyRunner:
         found = self.tracker.find_run(self.parent_tags())
         if found is not None or not create:
             return found
-        return self.tracker.create_run(f"{self.study.name} [{self.scale}]", dict(self.parent_tags(), **self.provenance),
-                                       {"points": len(self.points)})
+        # the description is MLflow's run note (shown on the run's page); the study file is an artifact
+        tags = dict(self.parent_tags(), **self.provenance, **{"mlflow.note.content": self.study.description.strip()})
+        run = self.tracker.create_run(f"{self.study.name} [{self.scale}]", tags, {"points": len(self.points)})
+        if self.study.path is not None:
+            self.tracker.client.log_artifact(run.run_id, str(self.study.path))
+        return run
 
     def child(self, parent_id: str, point: Point) -> TrackedRun | None:
         return self.tracker.find_run({"crisp.parent": parent_id, "crisp.point": point.name})
@@ -279,7 +290,7 @@ class StudyRunner:
                 continue
             print(f"[{i}/{len(self.points)}] {point.name}", flush=True)
             if existing is None:
-                run_id = self.tracker.create_run(point.name, self.child_tags(parent_id, point), to_dict(point.config)).run_id
+                run_id = self.tracker.create_run(run_name(point), self.child_tags(parent_id, point), to_dict(point.config)).run_id
             else:
                 run_id = existing.run_id
                 self.tracker.mark_running(run_id)
@@ -301,6 +312,12 @@ class StudyRunner:
         artifacts = [path for name, path in result.artifacts.items() if name != "checkpoint"]
         self.tracker.log_point(run_id, result.metrics, tags, yaml.safe_dump(to_dict(point.config), sort_keys=False), artifacts)
         self.tracker.end_run(run_id, "FINISHED")
+
+    def attach_figures(self, folder: Path) -> None:
+        """The study's figures and tables as artifacts of its parent run (`figures/`), beside the study file."""
+        parent = self.parent(create=False)
+        if parent is not None and folder.is_dir():
+            self.tracker.client.log_artifacts(parent.run_id, str(folder), "figures")
 
     def results(self) -> StudyResults:
         """The finished points of this study's parent run, their val/loss curves and CRISP histograms, for figures."""

@@ -61,6 +61,7 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
     crisp = runner.client.get_run(rows[1]["run_id"])
     assert crisp.data.params["selection.method"] == "crisp" and crisp.data.tags["mlflow.parentRunId"]
     assert "crisp.cache.tree" in crisp.data.tags and "provenance.git_revision" in crisp.data.tags
+    assert crisp.info.run_name == "crisp" and crisp.data.tags["crisp.point"] == "selection.method=crisp"  # names the table keeps
     assert len(runner.client.get_metric_history(crisp.info.run_id, "train/loss")) >= 3
     assert "epoch" not in crisp.data.metrics and "train/lr" not in crisp.data.params  # no Lightning bookkeeping as results
     assert 0 <= crisp.data.metrics["selection/dropped_mass"] <= 1
@@ -73,6 +74,11 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
     assert {p.name for p in paths} >= {"results.png", "val_loss.png", "results.md", "histogram-selection.method-crisp.png"}
     assert all(p.stat().st_size > 0 for p in paths)
     assert "selection.method=crisp" in (paths[2]).read_text()
+    runner.attach_figures(runner.results().folder)
+    parent = runner.parent(create=False).run_id
+    assert runner.client.get_run(parent).data.tags["mlflow.note.content"] == load_study(str(study_file)).description.strip()
+    logged = {a.path for a in runner.client.list_artifacts(parent)} | {a.path for a in runner.client.list_artifacts(parent, "figures")}
+    assert {study_file.name, "figures/results.png", "figures/results.md"} <= logged  # the study file and its figures
 
     before = cache_snapshot(results)
     again = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"]).run()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.scaling import FitResult, compare_laws, extrapolation, fit_law, holdout_largest, predicted_vs_measured
-from analysis.split_plan import iso_flop_figure, optimal_split
+from analysis.split_plan import iso_flop_figure, optimal_split, size_range
 
 
 def fit_task(runs: pd.DataFrame, task: str, folder: Path, bootstrap: int = 200, domains: int = 2) -> list[Path]:
@@ -63,6 +63,10 @@ def _markdown(record: dict, fit: FitResult, table: pd.DataFrame, test: pd.DataFr
               "| budget (FLOPs) | N | D (tokens) | D′ per domain | share on specialization | predicted loss |", "|---|---|---|---|---|---|"]
     for budget in budgets:
         best = optimal_split(fit, budget, domains)
-        lines.append(f"| {budget:.2g} | {best.N:.3g} | {best.D:.3g} | {best.Dp:.3g} | {best.share:.2f} | {best.loss:.4f} |")
+        edge = " (edge of the searched sizes)" if best.at_bound else ""
+        lines.append(f"| {budget:.2g} | {best.N:.3g}{edge} | {best.D:.3g} | {best.Dp:.3g} | {best.share:.2f} | {best.loss:.4f} |")
+    low, high = size_range(fit)
+    lines += ["", f"N is searched from {low:.3g} to {high:.3g} (the fitted sizes / 4 to x 16); an optimum on the edge means the "
+              "fit wants a size it has not seen."]
     path.write_text("\n".join(lines) + "\n")
     return path

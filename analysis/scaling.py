@@ -150,6 +150,8 @@ class FitResult:
     n: int = 0
     rmse_log: float = float("nan")
     """Root mean square of log L_pred − log L over the fitted runs."""
+    n_fitted: tuple[float, float] = (float("nan"), float("nan"))
+    """The smallest and largest N of the fitted runs: how far the law was measured in model size."""
 
     def predict(self, runs: pd.DataFrame) -> np.ndarray:
         return np.exp(LAWS[self.law].log_predict(self.theta, runs["N"], runs["D"], runs["Dp"]))
@@ -159,12 +161,13 @@ class FitResult:
 
     def to_dict(self) -> dict:
         return {"law": self.law, "theta": [float(t) for t in self.theta], "params": self.params,
-                "ci": {k: list(v) for k, v in self.ci.items()}, "n": self.n, "rmse_log": self.rmse_log}
+                "ci": {k: list(v) for k, v in self.ci.items()}, "n": self.n, "rmse_log": self.rmse_log,
+                "n_fitted": list(self.n_fitted)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "FitResult":
         return cls(data["law"], np.asarray(data["theta"]), data["params"], {k: tuple(v) for k, v in data["ci"].items()},
-                   data["n"], data["rmse_log"])
+                   data["n"], data["rmse_log"], tuple(data.get("n_fitted", (float("nan"),) * 2)))
 
 
 def fit_law(runs: pd.DataFrame, law: str = "mismatch", *, bootstrap: int = 0, seed: int = 0,
@@ -173,7 +176,8 @@ def fit_law(runs: pd.DataFrame, law: str = "mismatch", *, bootstrap: int = 0, se
     spec = LAWS[law]
     theta, _ = _minimize(spec, runs, spec.inits, delta)
     rmse = float(np.sqrt(np.mean((spec.log_predict(theta, runs["N"], runs["D"], runs["Dp"]) - np.log(runs["loss"])) ** 2)))
-    result = FitResult(law, theta, spec.coefficients(theta), n=len(runs), rmse_log=rmse)
+    result = FitResult(law, theta, spec.coefficients(theta), n=len(runs), rmse_log=rmse,
+                       n_fitted=(float(runs["N"].min()), float(runs["N"].max())))
     if bootstrap:
         rng = np.random.default_rng(seed)
         draws = [spec.coefficients(_minimize(spec, runs.iloc[rng.integers(0, len(runs), len(runs))], [theta], delta)[0])

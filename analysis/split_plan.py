@@ -5,6 +5,10 @@ domain) on D′ tokens each: C = 6·N·(D + K·D′) by default (the base is pai
 the K domains). With s the share of C spent on specialization, D = (1 − s)·C / 6N and D′ = s·C /
 (6N·K). `optimal_split` minimizes a fitted law's predicted loss over N and s: a dense grid over
 log N and s, then a bounded local refinement from the best grid point.
+
+N is searched within TRUSTED of the fitted runs' sizes (a law measured over a decade of N says little
+about N a thousand times smaller or larger); an optimum on that range's edge is flagged `at_bound`:
+the fit wants a size it has not seen, and the answer is that edge, not an optimum.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from scipy.optimize import minimize
 
 from analysis.scaling import FitResult
 
+TRUSTED = (1 / 4, 16)  # N from the smallest fitted size / 4 to the largest x 16
+
 
 @dataclass(frozen=True)
 class Split:
@@ -28,6 +34,14 @@ class Split:
     loss: float
     flops: float
     """6·N·(D + K·D′): equals the budget."""
+    at_bound: bool = False
+    """N sits on the edge of the searched range: the fit does not determine the size."""
+
+
+def size_range(fit: FitResult) -> tuple[float, float]:
+    """The N searched: TRUSTED around the fitted sizes, or 1e4 to 1e11 for a fit that does not record them."""
+    low, high = fit.n_fitted
+    return (1e4, 1e11) if not np.isfinite(low) else (low * TRUSTED[0], high * TRUSTED[1])
 
 
 def tokens(N, share, budget: float, domains: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,8 +50,9 @@ def tokens(N, share, budget: float, domains: int) -> tuple[np.ndarray, np.ndarra
     return (1.0 - np.asarray(share)) * budget / per_token, np.asarray(share) * budget / (per_token * domains)
 
 
-def optimal_split(fit: FitResult, budget: float, domains: int = 1, n_range=(1e4, 1e11), grid: int = 241) -> Split:
+def optimal_split(fit: FitResult, budget: float, domains: int = 1, n_range=None, grid: int = 241) -> Split:
     """The N, D, D′ minimizing `fit`'s predicted loss on `budget` FLOPs shared by `domains` specializations."""
+    n_range = n_range or size_range(fit)
     log_n = np.linspace(np.log(n_range[0]), np.log(n_range[1]), grid)
     shares = np.linspace(0.0, 0.999, grid)
     LN, S = np.meshgrid(log_n, shares, indexing="ij")
@@ -56,12 +71,14 @@ def optimal_split(fit: FitResult, budget: float, domains: int = 1, n_range=(1e4,
     x = best.x if best.fun <= loss[i, j] else np.array([log_n[i], shares[j]])
     N, share = float(np.exp(x[0])), float(x[1])
     d, dp = (float(v) for v in tokens(N, share, budget, domains))
-    return Split(N, d, dp, share, objective(x), 6.0 * N * (d + domains * dp))
+    at_bound = bool(min(abs(x[0] - log_n[0]), abs(x[0] - log_n[-1])) < 1e-3)
+    return Split(N, d, dp, share, objective(x), 6.0 * N * (d + domains * dp), at_bound)
 
 
-def iso_flop_curves(fit: FitResult, budgets, domains: int = 1, shares=None, n_range=(1e4, 1e11)) -> pd.DataFrame:
+def iso_flop_curves(fit: FitResult, budgets, domains: int = 1, shares=None, n_range=None) -> pd.DataFrame:
     """For each budget and share s: the best N's predicted loss (columns budget, share, N, D, Dp, loss)."""
     shares = np.linspace(0.0, 0.95, 39) if shares is None else np.asarray(shares)
+    n_range = n_range or size_range(fit)
     log_n = np.linspace(np.log(n_range[0]), np.log(n_range[1]), 400)
     rows = []
     for budget in budgets:

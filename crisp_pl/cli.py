@@ -217,7 +217,8 @@ def _split_plan(args) -> int:
         best = optimal_split(fit, args.budget, args.domains)
         print(f"{task} ({fit.law} law): N = {best.N:.3g} non-embedding parameters, D = {best.D:.3g} base tokens, "
               f"D′ = {best.Dp:.3g} tokens per domain ({best.share:.0%} of the budget on specialization); "
-              f"predicted loss {best.loss:.4f}")
+              f"predicted loss {best.loss:.4f}" + ("; N is on the edge of the sizes searched (the fitted ones / 4 to x 16): "
+                                                    "the fit does not determine it" if best.at_bound else ""))
     return 0
 
 

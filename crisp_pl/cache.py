@@ -6,6 +6,11 @@
 A stage is done exactly when its final folder exists; it appears through one `os.replace` of the
 partial folder, so a killed run never leaves a half-written output that looks finished. Stages
 that can resume (embedding shards, training checkpoints) keep their progress in the partial folder.
+
+Every finished folder carries `manifest.json`, each file's size at the moment it was finished. A
+folder damaged since (a file truncated or deleted by a full disk, a bad copy, a hand) no longer
+matches it: it is never read, but moved aside to `KEY.damaged-N/` (kept for inspection) and
+rebuilt. Folders finished before manifests existed are taken as they are.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class StageCache:
     def lookup(self, stage: str, inputs: Any) -> CacheEntry | None:
         key = stable_hash(inputs)
         path = self.path(stage, key)
-        return CacheEntry(stage, key, path) if path.is_dir() else None
+        return CacheEntry(stage, key, path) if path.is_dir() and intact(path) else None
 
     def run(self, stage: str, inputs: Any, build: Callable[[Path], None]) -> CacheEntry:
         """Return the cached output for `inputs`, building it with `build(partial_dir)` if missing.
@@ -57,13 +62,16 @@ class StageCache:
         key = stable_hash(inputs)
         final = self.path(stage, key)
         if final.is_dir():
-            return CacheEntry(stage, key, final)
+            if intact(final):
+                return CacheEntry(stage, key, final)
+            _set_aside(final)
         partial = final.with_name(key + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
         (partial / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True, default=str))
         started = time.perf_counter()
         build(partial)
         (partial / "stage.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
+        _write_manifest(partial)
         os.replace(partial, final)
         return CacheEntry(stage, key, final)
 
@@ -73,7 +81,7 @@ class StageCache:
         if not folder.is_dir():
             return []
         return [(CacheEntry(stage, p.name, p), json.loads((p / "inputs.json").read_text()))
-                for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.endswith(".partial") and (p / "inputs.json").is_file()]
+                for p in sorted(folder.iterdir()) if p.is_dir() and "." not in p.name and (p / "inputs.json").is_file() and intact(p)]
 
     def status(self) -> dict[str, dict[str, int]]:
         """Per stage: how many finished and partial outputs exist."""
@@ -81,8 +89,41 @@ class StageCache:
         if not self.root.is_dir():
             return out
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            entries = [p for p in stage_dir.iterdir() if p.is_dir()]
+            entries = [p for p in stage_dir.iterdir() if p.is_dir() and ".damaged-" not in p.name]
             partial = sum(p.name.endswith(".partial") for p in entries)
             out[stage_dir.name] = {"done": len(entries) - partial, "partial": partial}
         return out
 
+
+
+MANIFEST = "manifest.json"
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def _write_manifest(folder: Path) -> None:
+    (folder / MANIFEST).write_text(json.dumps(_files(folder), indent=0))
+
+
+def intact(folder: Path) -> bool:
+    """Whether a finished folder still holds every file its manifest lists, at its size (True without a manifest)."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return True  # a folder finished before manifests existed
+    try:
+        listed = json.loads(manifest.read_text())
+    except ValueError:
+        return False
+    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in listed.items())
+
+
+def _set_aside(folder: Path) -> None:
+    """Move a damaged finished folder out of the way (kept, not deleted) so the stage is rebuilt."""
+    n = 0
+    while (aside := folder.with_name(f"{folder.name}.damaged-{n}")).exists():
+        n += 1
+    print(f"cache: {folder} is damaged (a file is missing or has changed size since it was finished); "
+          f"moved to {aside.name} and rebuilt", flush=True)
+    os.replace(folder, aside)

@@ -41,5 +41,29 @@ def test_failure_keeps_partial_work_for_the_next_attempt(tmp_path):
         (out / "shard-1").write_text("done")
 
     stage = cache.run("embed", {"k": 1}, resume)
-    assert seen == ["done"] and sorted(p.name for p in stage.path.iterdir()) == ["inputs.json", "shard-0", "shard-1", "stage.json"]
+    assert seen == ["done"] and sorted(p.name for p in stage.path.iterdir()) == ["inputs.json", "manifest.json", "shard-0", "shard-1", "stage.json"]
     assert stage.seconds >= 0.0 and (stage.path / "stage.json").is_file()  # the build's wall time, for cost accounting
+
+
+def test_a_damaged_finished_stage_is_set_aside_and_rebuilt_never_read(tmp_path):
+    cache, calls = StageCache(tmp_path), []
+
+    def build(out):
+        calls.append(out)
+        (out / "shards").mkdir()
+        (out / "shards" / "0.bin").write_bytes(b"x" * 100)
+
+    entry = cache.run("embeddings", {"k": 1}, build)
+    assert json.loads((entry.path / "manifest.json").read_text())["shards/0.bin"] == 100
+    with open(entry.path / "shards" / "0.bin", "r+b") as f:  # cut short, as a full disk or a bad copy leaves it
+        f.truncate(60)
+    assert cache.lookup("embeddings", {"k": 1}) is None and cache.finished("embeddings") == []
+    again = cache.run("embeddings", {"k": 1}, build)
+    assert len(calls) == 2 and (again.path / "shards" / "0.bin").stat().st_size == 100
+    assert (tmp_path / "embeddings" / f"{entry.key}.damaged-0" / "shards" / "0.bin").stat().st_size == 60  # kept aside
+    (again.path / "shards" / "0.bin").unlink()  # a missing file is damage too
+    cache.run("embeddings", {"k": 1}, build)
+    assert len(calls) == 3 and (tmp_path / "embeddings" / f"{entry.key}.damaged-1").is_dir()
+    assert cache.status() == {"embeddings": {"done": 1, "partial": 0}}
+    (cache.path("embeddings", entry.key) / "manifest.json").unlink()  # finished before manifests: taken as it is
+    assert cache.lookup("embeddings", {"k": 1}) is not None

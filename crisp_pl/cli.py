@@ -29,6 +29,22 @@ def _study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="tiny", help="configs/scales/SCALE.yaml preset (default: tiny)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set train.max_steps=50 (repeatable)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
+                        help="the study's seeds replaced by these (e.g. --seeds 0 1 2 3): finished seeds' stages are reused")
+
+
+def _load(args):
+    """The study the command names, with `--seeds` in place of its own."""
+    import dataclasses
+
+    from crisp_pl.study import load_study
+
+    study = load_study(args.name)
+    if args.seeds is not None:
+        if len(set(args.seeds)) != len(args.seeds):
+            raise ConfigError(f"--seeds repeats a value: {args.seeds}")
+        study = dataclasses.replace(study, seeds=list(args.seeds))
+    return study
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,19 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "figures":
             from analysis.figures import draw_study
 
-            from crisp_pl.study import StudyRunner, load_study
+            from crisp_pl.study import StudyRunner
 
-            runner = StudyRunner(load_study(args.name), args.scale, args.sets)
+            runner = StudyRunner(_load(args), args.scale, args.sets)
             results = runner.results()
             for path in draw_study(results):
                 print(path)
             runner.attach_figures(results.folder)
             return 0
         if args.command == "tune":
-            from crisp_pl.study import load_study
             from crisp_pl.tune import Tuner
 
-            Tuner(load_study(args.name), args.scale, args.sets).run(args.trials)
+            Tuner(_load(args), args.scale, args.sets).run(args.trials)
             return 0
         if args.command == "fit":
             return _fit(args)
@@ -127,13 +142,13 @@ def _study(args) -> int:
     import yaml
 
     from crisp_pl.config import to_dict
-    from crisp_pl.study import StudyRunner, list_studies, load_study, points
+    from crisp_pl.study import StudyRunner, list_studies, points
 
     if args.action == "list":
         for study in list_studies():
             print(f"{study.name:24s} {study.description.strip().splitlines()[0] if study.description else ''}")
         return 0
-    study = load_study(args.name)
+    study = _load(args)
     if args.action == "show":
         if study.seeds:  # one config per group: the seeded points differ from it only in train.seed and selection.seed
             points(study, args.scale, args.sets, with_seeds=True)  # the seeded plan must build too (a --set of a seed is an error)
@@ -187,9 +202,9 @@ def _fit(args) -> int:
     from analysis.fit_report import fit_task
     from analysis.split_runs import split_frame
 
-    from crisp_pl.study import StudyRunner, load_study
+    from crisp_pl.study import StudyRunner
 
-    results = StudyRunner(load_study(args.name), args.scale, args.sets).results()
+    results = StudyRunner(_load(args), args.scale, args.sets).results()
     frame = split_frame(results.runs)
     for task, runs in frame.groupby("task"):
         print(f"{task}: fitting {len(runs)} runs", flush=True)
@@ -204,9 +219,9 @@ def _split_plan(args) -> int:
     from analysis.fit_report import load_fit
     from analysis.split_plan import optimal_split
 
-    from crisp_pl.study import load_study, points
+    from crisp_pl.study import points
 
-    study = load_study(args.name)
+    study = _load(args)
     folder = Path(points(study, args.scale, args.sets)[0].config.results_dir) / "figures" / f"{study.name}-{args.scale}"
     tasks = [args.task] if args.task else sorted(p.stem.removeprefix("fit-") for p in folder.glob("fit-*.json"))
     if not tasks:

@@ -104,3 +104,12 @@ def test_a_corpus_error_is_one_paragraph_and_debug_shows_the_traceback(tmp_path,
     assert f"crisp: corpus error: {bad}:2: malformed JSON" in err and "Traceback" not in err
     with pytest.raises(Exception, match="malformed JSON"):
         main(["--debug", "study", "run", "quickstart", *sets])
+
+
+def test_seeds_on_the_command_line_replace_a_study_s_own(capsys):
+    from crisp_pl.cli import main
+
+    assert main(["study", "show", "quickstart", "--seeds", "0", "1", "2", "3"]) == 0
+    assert "once per seed in [0, 1, 2, 3]" in capsys.readouterr().out
+    assert main(["study", "show", "quickstart", "--seeds", "1", "1"]) == 2
+    assert "--seeds repeats a value" in capsys.readouterr().err

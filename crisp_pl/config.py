@@ -37,6 +37,8 @@ class SourceConfig:
     """Domain label for every document; None: the builtin's own label, or the source name."""
     domain_field: str | None = None
     """Row field (dotted path, e.g. `meta.pile_set_name`) holding a per-document domain label; overrides `domain`."""
+    id_field: str | None = None
+    """Row field (dotted path) holding each document's id (doc_id `NAME:ID`; must be unique); None: `NAME:FILE:LINE`."""
     max_docs: int | None = None
     """Read at most this many documents (the first ones, in file order)."""
 

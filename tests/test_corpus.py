@@ -427,3 +427,14 @@ def test_a_null_domain_is_missing_not_none(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "meta": {"set": None}}, {"text": "b", "meta": {"set": "web"}}])
     docs = read("jsonl", path, domain_field="meta.set", domain="fallback")
     assert [d.domain for d in docs] == ["fallback", "web"]
+
+
+def test_an_id_field_names_each_document_and_a_missing_id_names_the_line(tmp_path):
+    from crisp_pl.corpus.documents import CorpusError
+
+    path = tmp_path / "manuals.jsonl"
+    path.write_text('{"text": "first manual", "meta": {"id": "m-17"}}\n{"text": "second", "meta": {"id": 18}}\n')
+    assert [d.doc_id for d in read("jsonl", path, id_field="meta.id")] == ["src:m-17", "src:18"]
+    path.write_text('{"text": "first manual", "meta": {"id": "m-17"}}\n{"text": "second", "meta": {"id": null}}\n')
+    with pytest.raises(CorpusError, match="manuals.jsonl:2.*id_field"):
+        read("jsonl", path, id_field="meta.id")

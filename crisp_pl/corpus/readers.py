@@ -77,6 +77,11 @@ def _row_doc(cfg: SourceConfig, row: dict, where: str, doc_id: str) -> Document 
     if not text.strip():
         return None
     domain = _field(row, cfg.domain_field, where) if cfg.domain_field else None
+    if cfg.id_field:  # the row's own id, so a split by id survives reordering the files
+        own = _field(row, cfg.id_field, where)
+        if own is None or isinstance(own, (dict, list)) or (isinstance(own, str) and not own.strip()):
+            raise CorpusError(f"{where}: field {cfg.id_field!r} (the id_field) is {own!r}, expected a string or number")
+        doc_id = f"{cfg.name}:{own}"
     return Document(text, cfg.name, str(domain) if domain is not None else cfg.domain or cfg.name, doc_id)
 
 

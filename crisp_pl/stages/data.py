@@ -39,8 +39,16 @@ TRAIN_TEXTS = "train_texts.parquet"
 LSI_FIT_WINDOWS = 200_000
 
 
+def _without_unset_ids(sources: list[dict]) -> list[dict]:
+    """Source settings as hashed: `id_field` absent while unset, so keys made before it existed hold."""
+    return [{k: v for k, v in source.items() if not (k == "id_field" and v is None)} for source in sources]
+
+
 def _task_inputs(cfg: RunConfig) -> dict:
     task = to_dict(cfg.task)
+    task["extra_sources"] = _without_unset_ids(task["extra_sources"])
+    for component in task["components"]:
+        component["extra_sources"] = _without_unset_ids(component["extra_sources"])
     for key in ("name", "max_train_windows", "train_share", "domain_in_pool", "weights"):  # none changes which document goes where
         task.pop(key)
     if not task["components"]:
@@ -53,6 +61,7 @@ def _corpus_inputs(cfg: RunConfig) -> dict:
     corpus = to_dict(cfg.corpus)
     for key in ("tokenizer", "bpe_vocab_size"):
         corpus.pop(key)
+    corpus["sources"] = _without_unset_ids(corpus["sources"])
     return corpus
 
 

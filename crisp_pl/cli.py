@@ -7,6 +7,7 @@
     crisp figures NAME [--scale ...]
     crisp tune NAME --trials N [--scale ...] [--set key=value ...]
     crisp fit NAME [--scale ...] [--bootstrap 200] [--domains K]
+    crisp task new NAME --from PATH [--kind text|jsonl|parquet] [--text-field F] [--id-field F] [--study]
     crisp split plan NAME --budget FLOPS [--domains K] [--task TASK] [--scale ...]
     crisp ui [--port 5000]
     crisp mcq-tasks DIR [--sets arc_easy mmlu ...] [--seed 0]
@@ -74,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     split_plan.add_argument("--budget", type=float, required=True, help="training FLOPs, e.g. 1e20 (6N(D + K·D′))")
     split_plan.add_argument("--domains", type=int, default=1, help="K, the domains sharing the base (default: 1)")
     split_plan.add_argument("--task", default=None, help="the fitted task (default: every task crisp fit fitted)")
+    task = commands.add_parser("task", help="task presets").add_subparsers(dest="action", required=True)
+    new = task.add_parser("new", help="a task preset (configs/tasks/NAME.yaml) from your own files, and with --study a study")
+    new.add_argument("name", help="the task's name (metrics test/NAME/ppl)")
+    new.add_argument("--from", dest="source", required=True, help="a folder of .txt files, a .jsonl(.gz/.zst) or .parquet file, or a glob")
+    new.add_argument("--kind", choices=["text", "jsonl", "parquet"], default=None, help="the files' kind (default: from the path)")
+    new.add_argument("--text-field", default="text", help="jsonl / parquet: the field holding the text (default: text)")
+    new.add_argument("--id-field", default=None, help="jsonl / parquet: the field holding each document's id (default: file:line)")
+    new.add_argument("--study", action="store_true", help="also write studies/NAME.yaml: uniform, specialist, CRISP, CRISP+FT, 3 seeds")
+    new.add_argument("--force", action="store_true", help="replace existing files")
     ui = commands.add_parser("ui", help="the MLflow comparison UI over the results store, on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: 5000)")
     ui.add_argument("--results-dir", default="results", help="the results folder whose mlflow.db to open (default: results)")
@@ -115,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             from crisp_pl.tune import Tuner
 
             Tuner(_load(args), args.scale, args.sets).run(args.trials)
+            return 0
+        if args.command == "task":
+            from crisp_pl.task_new import new_task
+
+            for path in new_task(args.name, args.source, args.kind, args.text_field, args.id_field, args.study, args.force):
+                print(path)
+            if args.study:
+                print(f"next: crisp study plan {args.name}; crisp study run {args.name}; crisp figures {args.name}")
             return 0
         if args.command == "fit":
             return _fit(args)

@@ -528,10 +528,21 @@ def non_defaults(config: "RunConfig") -> dict:
                 if nested := diff(item, default[key]):
                     out[key] = nested
             elif key not in default or item != default[key]:
-                out[key] = item
+                out[key] = _without_later_unset(item)
         return out
 
     return diff(to_dict(config), to_dict(RunConfig()))
+
+
+LATER_LIST_FIELDS = ("id_field",)
+"""Fields added to list items (sources) after studies were first hashed: left out while unset."""
+
+
+def _without_later_unset(item: Any) -> Any:
+    if isinstance(item, list):
+        return [{k: v for k, v in x.items() if not (k in LATER_LIST_FIELDS and v is None)} if isinstance(x, dict) else x
+                for x in item]
+    return item
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -113,3 +113,12 @@ def test_a_plus_key_extends_an_included_list_instead_of_replacing_it():
     assert [s.name for s in build_run_config(included, {"corpus": {"sources": [{"name": "x"}]}}).corpus.sources] == ["x"]
     with pytest.raises(ConfigError, match="holdout\\+"):
         build_run_config({"corpus": {"holdout+": "medical"}})
+
+
+def test_a_source_field_added_later_leaves_a_study_s_identity_unchanged_while_unset():
+    from crisp_pl.config import build_run_config, non_defaults
+
+    cfg = build_run_config({"corpus": {"sources": [{"name": "wiki"}]}})
+    assert "id_field" not in non_defaults(cfg)["corpus"]["sources"][0]  # studies hashed before it existed are found again
+    cfg = build_run_config({"corpus": {"sources": [{"name": "wiki", "kind": "jsonl", "path": "x", "id_field": "id"}]}})
+    assert non_defaults(cfg)["corpus"]["sources"][0]["id_field"] == "id"

@@ -11,14 +11,20 @@ Every finished folder carries `manifest.json`, each file's size at the moment it
 folder damaged since (a file truncated or deleted by a full disk, a bad copy, a hand) no longer
 matches it: it is never read, but moved aside to `KEY.damaged-N/` (kept for inspection) and
 rebuilt. Folders finished before manifests existed are taken as they are.
+
+Several processes may share one results folder (two studies, or the ranks of one DDP run): a
+stage is built under an exclusive lock on `<key>.lock`, so one process builds it while the others
+wait and then read the finished folder instead of racing on the same partial folder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,18 +67,21 @@ class StageCache:
         """
         key = stable_hash(inputs)
         final = self.path(stage, key)
-        if final.is_dir():
-            if intact(final):
-                return CacheEntry(stage, key, final)
-            _set_aside(final)
-        partial = final.with_name(key + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        (partial / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True, default=str))
-        started = time.perf_counter()
-        build(partial)
-        (partial / "stage.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
-        _write_manifest(partial)
-        os.replace(partial, final)
+        if final.is_dir() and intact(final):
+            return CacheEntry(stage, key, final)
+        with _exclusive(final.with_name(key + ".lock"), f"{stage}/{key}"):
+            if final.is_dir():  # finished (or damaged) while this process waited for the lock
+                if intact(final):
+                    return CacheEntry(stage, key, final)
+                _set_aside(final)
+            partial = final.with_name(key + ".partial")
+            partial.mkdir(parents=True, exist_ok=True)
+            (partial / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True, default=str))
+            started = time.perf_counter()
+            build(partial)
+            (partial / "stage.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
+            _write_manifest(partial)
+            os.replace(partial, final)
         return CacheEntry(stage, key, final)
 
     def finished(self, stage: str) -> list[tuple[CacheEntry, dict]]:
@@ -97,6 +106,22 @@ class StageCache:
 
 
 MANIFEST = "manifest.json"
+
+
+@contextmanager
+def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path`; the kernel releases it if the holder is killed."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"cache: another process is building {what}; waiting for it", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _files(folder: Path) -> dict[str, int]:

@@ -67,3 +67,36 @@ def test_a_damaged_finished_stage_is_set_aside_and_rebuilt_never_read(tmp_path):
     assert cache.status() == {"embeddings": {"done": 1, "partial": 0}}
     (cache.path("embeddings", entry.key) / "manifest.json").unlink()  # finished before manifests: taken as it is
     assert cache.lookup("embeddings", {"k": 1}) is not None
+
+
+BUILD_SLOWLY = """
+import os, sys, time
+from pathlib import Path
+from crisp_pl.cache import StageCache
+
+def build(out):
+    with open(Path(sys.argv[1]) / "builds.log", "a") as log:
+        log.write("built\\n")
+    deadline = time.time() + 30
+    while len(list(Path(sys.argv[1]).glob("arrived-*"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)  # hold the stage until the other process has arrived at it
+    time.sleep(0.3)
+    (out / "x.txt").write_text("shared")
+
+(Path(sys.argv[1]) / f"arrived-{os.getpid()}").touch()
+entry = StageCache(Path(sys.argv[1]) / "cache").run("windows", {"k": 1}, build)
+print((entry.path / "x.txt").read_text())
+"""
+
+
+def test_two_processes_sharing_a_stage_build_it_once_and_both_read_it(tmp_path):
+    import subprocess
+    import sys
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD_SLOWLY, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert (tmp_path / "builds.log").read_text() == "built\n"  # the second waited on the lock, then read
+    assert all(out.strip().endswith("shared") for out in outputs)
+    assert any("waiting for it" in out for out in outputs)
+    assert StageCache(tmp_path / "cache").status() == {"windows": {"done": 1, "partial": 0}}

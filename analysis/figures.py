@@ -146,25 +146,45 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-def histograms(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-    """For each CRISP point: P(c|Ds) and P(c|Dg) per cluster, clusters sorted by importance weight."""
-    paths = []
+def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str, pd.DataFrame] | None = None) -> list[Path]:
+    """For each CRISP point: P(c|Ds) and P(c|Dg) per cluster, clusters sorted by importance weight; beside
+    it, where the point logged its coverage rows, how close specialist and pool text sit to the pool."""
+    paths, coverage = [], coverage or {}
     for point, table in tables.items():
         table = table.sort_values("importance_weight", ascending=False)
-        fig, ax = plt.subplots(figsize=(7, 3.4))
+        rows = coverage.get(point)
+        fig, axes = plt.subplots(1, 2 if rows is not None else 1, figsize=(11, 3.4) if rows is not None else (7, 3.4),
+                                 squeeze=False, gridspec_kw={"width_ratios": [3, 2]} if rows is not None else None)
+        ax = axes[0, 0]
         x = range(len(table))
         ax.bar(x, table["p_specialist"], width=1.0, alpha=0.7, label="P(c|Ds) specialist")
         ax.bar(x, table["p_generalist"], width=1.0, alpha=0.5, label="P(c|Dg) generalist")
-        ax.set_xlabel("cluster, by importance weight w(c) = P(c|Ds) / P(c|Dg)")
+        ax.set_xlabel(f"cluster ({len(table)}), by importance weight w(c) = P(c|Ds) / P(c|Dg)")
         ax.set_ylabel("probability")
         ax.set_title(point)
         ax.legend()
+        if rows is not None:
+            _coverage_panel(axes[0, 1], rows)
         fig.tight_layout()
         path = folder / f"histogram-{point.replace('=', '-').replace(',', '_')}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _coverage_panel(ax, rows: pd.DataFrame) -> None:
+    """Cosine to the nearest pool window: specialist pieces against pool windows (crisp_pl.coverage)."""
+    bins = np.linspace(min(0.0, rows["nearest"].min()), 1.0, 41)
+    for name, color in (("pool", "tab:orange"), ("specialist", "tab:blue")):
+        values = rows.loc[rows["set"] == name, "nearest"]
+        ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5, color=color,
+                label=f"{name} (median {values.median():.2f})")
+        ax.axvline(values.median(), color=color, linestyle="--", linewidth=1)
+    ax.set_xlabel("cosine to the nearest pool window")
+    ax.set_ylabel("density")
+    ax.set_title("coverage: how close the pool comes")
+    ax.legend(fontsize=8)
 
 
 def _quality_columns(task: str) -> dict[str, str]:
@@ -361,12 +381,14 @@ def index(folder: Path, paths: list[Path], title: str, description: str) -> Path
 
 
 def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFrame], folder: Path,
-         figures: list[dict] = (), title: str = "", description: str = "") -> list[Path]:
+         figures: list[dict] = (), title: str = "", description: str = "",
+         coverage: dict[str, pd.DataFrame] | None = None) -> list[Path]:
     """Every figure and table of one study into `folder`.
 
     runs: one row per point, in plotting order: point, group, seed, method, task, finetune, run_id and the
     final metrics (without group / seed every point is its own group of one seed).
-    curves: val/loss long form: run_id, step, value. tables: CRISP group (or point) -> histogram table.
+    curves: val/loss long form: run_id, step, value. tables: CRISP group (or point) -> histogram table;
+    coverage: the same keys -> coverage rows (set, nearest, centroid), where logged.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -374,7 +396,7 @@ def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFram
              results_table(runs, folder / "results.md")]
     for spec in figures:
         paths += sweep_figure(runs, spec, folder)
-    paths += transfer_matrix(runs, folder) + histograms(tables, folder)
+    paths += transfer_matrix(runs, folder) + histograms(tables, folder, coverage)
     return paths + [index(folder, paths, title or folder.name, description)]
 
 
@@ -382,4 +404,4 @@ def draw_study(results) -> list[Path]:
     """`results`: anything with .runs, .curves, .histograms, .folder (and .figures, .description), e.g.
     `StudyRunner.results()`."""
     return draw(results.runs, results.curves, results.histograms, results.folder, getattr(results, "figures", ()),
-                results.folder.name, getattr(results, "description", ""))
+                results.folder.name, getattr(results, "description", ""), getattr(results, "coverage", None))

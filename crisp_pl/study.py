@@ -215,6 +215,7 @@ class StudyResults:
     folder: Path  # where the figures go: results/figures/STUDY-SCALE
     figures: list[dict] = field(default_factory=list)  # the study's sweep figures (Study.figures)
     description: str = ""  # the study's description: the finding it tests (the figures' index.md)
+    coverage: dict[str, pd.DataFrame] = field(default_factory=dict)  # CRISP group -> its coverage.csv, where logged
 
 
 class StudyRunner:
@@ -338,5 +339,7 @@ class StudyRunner:
         curves.insert(0, "point", curves["run_id"].map(dict(zip(runs["run_id"], runs["point"]))))
         crisp = runs[runs["method"].isin(["crisp", "crisp_auto"])].drop_duplicates("group")
         histograms = {row.group: self.tracker.read_csv_artifact(row.run_id, "histogram.csv") for row in crisp.itertuples()}
+        coverage = {row.group: self.tracker.read_csv_artifact(row.run_id, "coverage.csv") for row in crisp.itertuples()
+                    if self.tracker.has_artifact(row.run_id, "coverage.csv")}  # runs logged before the diagnostic have none
         return StudyResults(runs, curves, histograms, self.results_dir / "figures" / f"{self.study.name}-{self.scale}",
-                            self.study.figures, self.study.description)
+                            self.study.figures, self.study.description, coverage)

@@ -119,6 +119,9 @@ class Tracker:
                 for run_id in run_ids for m in self.client.get_metric_history(run_id, key)]
         return pd.DataFrame(rows, columns=["run_id", "step", "value"])
 
+    def has_artifact(self, run_id: str, path: str) -> bool:
+        return any(f.path == path for f in self.client.list_artifacts(run_id))
+
     def read_csv_artifact(self, run_id: str, path: str) -> pd.DataFrame:
         """A run's CSV artifact as a DataFrame (downloaded to a temporary folder, then removed)."""
         import pandas as pd

@@ -65,12 +65,17 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
     assert len(runner.client.get_metric_history(crisp.info.run_id, "train/loss")) >= 3
     assert "epoch" not in crisp.data.metrics and "train/lr" not in crisp.data.params  # no Lightning bookkeeping as results
     assert 0 <= crisp.data.metrics["selection/dropped_mass"] <= 1
+    assert 0 < crisp.data.metrics["coverage/nearest_ratio"] and 1 <= crisp.data.metrics["coverage/effective_clusters"]
+    assert crisp.data.metrics["coverage/expected_repetition"] >= crisp.data.metrics["coverage/uniform_repetition"] >= 1
+    assert "coverage/nearest_ratio" not in runner.client.get_run(rows[0]["run_id"]).data.metrics  # CRISP's diagnostic only
     assert rows[2]["data/available_windows"] < rows[0]["data/available_windows"]  # specialist-only draws from far fewer windows
     assert [r["state"] for r in runner.status()] == ["done"] * 3
 
     from analysis.figures import draw_study
 
-    paths = draw_study(runner.results())
+    results_read = runner.results()
+    assert set(results_read.coverage["selection.method=crisp"]["set"]) == {"specialist", "pool"}
+    paths = draw_study(results_read)
     assert {p.name for p in paths} >= {"results.png", "val_loss.png", "results.md", "histogram-selection.method-crisp.png"}
     assert all(p.stat().st_size > 0 for p in paths)
     assert "selection.method=crisp" in (paths[2]).read_text()

@@ -2,6 +2,7 @@
 
     data.py        corpus -> tokenizer -> pool and task windows -> embeddings -> tree -> labels  (`prepare` -> Prepared)
     selection.py   a registered method's groups                                   (crisp_pl.selection)
+    coverage.py    how well the pool can serve the specialist set, before training (crisp_pl.coverage)
     training.py    pretraining on the groups; fine-tuning on the specialist set;   (crisp_pl.training)
                    the base of continued pretraining
     evaluation.py  test perplexity; MCQ accuracy through lm-eval                  (crisp_pl.evaluate)

@@ -14,10 +14,12 @@ from pathlib import Path
 from crisp_pl.cache import StageCache
 from crisp_pl.config import RunConfig
 from crisp_pl.costs import point_costs
+from crisp_pl.coverage import verdict
 from crisp_pl.model.gpt import GPTConfig
 from crisp_pl.model.ladder import apply_ladder, non_embedding_params
 from crisp_pl.sampling import Groups, repetition_stats
 from crisp_pl.selection import get_method
+from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_draws
 from crisp_pl.stages.data import prepare, specialist_subset
 from crisp_pl.stages.evaluation import eval_stage, load_metrics
 from crisp_pl.stages.selection import selection_cost, selection_stage
@@ -48,6 +50,14 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
     prepared = prepare(cache, cfg, need_embeddings=method.needs_embeddings, need_clusters=method.needs_clusters,
                        need_validation_clusters=method.needs_validation_clusters)
     selection = selection_stage(cache, cfg, prepared)
+    groups = Groups.load(selection.path)
+    covered = None
+    if method.name in COVERAGE_METHODS:  # before training: can the pool serve this domain at all?
+        level = int(groups.info.get("chosen_level", cfg.cluster.level)) % len(cfg.cluster.levels)
+        covered = coverage_stage(cache, cfg, prepared, level)
+        found = coverage_metrics(covered, groups, len(prepared.stores.pool), planned_draws(cfg))
+        print(f"coverage: {verdict(found)}; a drawn window repeats {found['expected_repetition']:.1f}x in expectation "
+              f"(uniform: {found['uniform_repetition']:.1f}x)", flush=True)
     base = base_stage(cache, cfg, prepared, logger("base")) if cfg.base.steps else None
     # train.max_steps = 0 after a base: the base itself is the model (D′ = 0 in a split study)
     pretrained = base if cfg.train.max_steps == 0 else train_stage(cache, cfg, prepared, selection, logger(""), base,
@@ -55,7 +65,6 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
     model = finetune_stage(cache, cfg, prepared, pretrained, logger("finetune")) if cfg.finetune.enabled else pretrained
     evaluation = eval_stage(cache, cfg, prepared, model)
 
-    groups = Groups.load(selection.path)
     metrics = {f"test/{k}": v for k, v in load_metrics(evaluation).items()}
     train_flops = train_hours = 0.0
     if pretrained is not base:
@@ -74,6 +83,8 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
         metrics.update(based.metrics("base/"))
         base_flops, base_hours = based.flops, based.hours
     metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
+    if covered is not None:
+        metrics.update({f"coverage/{k}": v for k, v in found.items()})
     metrics["model/non_embedding_params"] = float(non_embedding_params(GPTConfig.from_name(cfg.model.size)))  # N of scaling laws
     metrics["data/pool_windows"] = float(len(prepared.stores.pool))  # the x axes of the data-size studies
     metrics["data/specialist_windows"] = float(len(specialist_subset(len(prepared.stores.train), cfg)))
@@ -85,4 +96,6 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
     keys = dict(prepared.keys, selection=selection.key, train=pretrained.key, model=model.key, eval=evaluation.key)
     artifacts = {p.name: p for p in selection.path.iterdir() if p.suffix in (".csv", ".npy")}
     artifacts.update({p.name: p for p in evaluation.path.glob("*.json")})
+    if covered is not None:
+        artifacts["coverage.csv"] = covered.path / "coverage.csv"
     return PointResult(metrics, keys, dict(artifacts, checkpoint=model.path / "final.ckpt"))

@@ -5,6 +5,8 @@
     crisp study status NAME [--scale ...]
     crisp study plan NAME [--scale ...]
     crisp figures NAME [--scale ...]
+    crisp coverage NAME [--scale ...]
+    crisp inspect RUN_ID [--results-dir results] [--top 10] [--examples 2]
     crisp tune NAME --trials N [--scale ...] [--set key=value ...]
     crisp fit NAME [--scale ...] [--bootstrap 200] [--domains K]
     crisp task new NAME --from PATH [--kind text|jsonl|parquet] [--text-field F] [--id-field F] [--study]
@@ -61,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
                                               "FLOPs and device-hours"))
     figures = commands.add_parser("figures", help="draw a study's figures and tables from the MLflow store")
     _study_args(figures)
+    _study_args(commands.add_parser("coverage", help="before training: how well the pool can serve each specialist set of "
+                                                     "a study, with a one-line verdict (data stages only)"))
+    inspect = commands.add_parser("inspect", help="what a CRISP run selected: its top clusters, their sources and example windows")
+    inspect.add_argument("run_id", help="the MLflow run id (crisp study status NAME lists them)")
+    inspect.add_argument("--results-dir", default="results", help="the results folder the run was logged in (default: results)")
+    inspect.add_argument("--top", type=int, default=10, help="clusters to show, by sampling weight (default: 10)")
+    inspect.add_argument("--examples", type=int, default=2, help="example windows per cluster (default: 2)")
     tune = commands.add_parser("tune", help="an Optuna search over the study's `search` block (resumes where it stopped)")
     _study_args(tune)
     tune.add_argument("--trials", type=int, required=True, help="run until this many trials are done (complete or pruned)")
@@ -120,6 +129,17 @@ def main(argv: list[str] | None = None) -> int:
             for path in draw_study(results):
                 print(path)
             runner.attach_figures(results.folder)
+            return 0
+        if args.command == "coverage":
+            from crisp_pl.explain import coverage_lines, coverage_report
+            from crisp_pl.study import StudyRunner
+
+            print("\n".join(coverage_lines(coverage_report(StudyRunner(_load(args), args.scale, args.sets)))))
+            return 0
+        if args.command == "inspect":
+            from crisp_pl.explain import inspect_run
+
+            print("\n".join(inspect_run(args.results_dir, args.run_id, args.top, args.examples)))
             return 0
         if args.command == "tune":
             from crisp_pl.tune import Tuner

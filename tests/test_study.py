@@ -49,7 +49,7 @@ def cache_snapshot(results: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
+def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, capsys):
     results = tmp_path / "results"
     runner = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"])
     rows = runner.run()
@@ -85,7 +85,20 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path):
     logged = {a.path for a in runner.client.list_artifacts(parent)} | {a.path for a in runner.client.list_artifacts(parent, "figures")}
     assert {study_file.name, "figures/results.png", "figures/results.md"} <= logged  # the study file and its figures
 
+    from crisp_pl.cli import main
+
+    assert main(["inspect", rows[1]["run_id"], "--results-dir", str(results), "--top", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("\ncluster ") == 2 and "of draws, w(c) = " in shown and "“" in shown  # two clusters, with examples
+    assert main(["inspect", rows[0]["run_id"], "--results-dir", str(results)]) == 2  # uniform: nothing to inspect
+    assert "crisp inspect reads CRISP runs" in capsys.readouterr().err
+
     before = cache_snapshot(results)
+    assert main(["coverage", str(study_file), "--set", f"results_dir={results}"]) == 0
+    report = capsys.readouterr().out
+    assert report.count("the pool ") == 1 and "medical (train share 1" in report  # one specialist set: one verdict
+    assert cache_snapshot(results) == before  # the study's own stages: nothing recomputed
+
     again = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"]).run()
     assert all(r["skipped"] for r in again)
     assert cache_snapshot(results) == before  # nothing recomputed, nothing rewritten

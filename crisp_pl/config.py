@@ -571,9 +571,16 @@ def parse_set(assignments: list[str]) -> dict:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         node = out
         *parents, leaf = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
+            if isinstance(node.get(part), str) and not depth and part == "task":
+                node[part] = task_preset(node[part])  # `task=medical` then `task.domain_in_pool=true`: the preset, amended
+            elif part in node and not isinstance(node[part], dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parents[:depth + 1])} is already set to {node[part]!r}, not a mapping")
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if not parents and leaf == "task" and isinstance(value, str) and isinstance(node.get(leaf), dict):
+            value = merge(task_preset(value), node[leaf])  # the preset under keys set before it
+        node[leaf] = value
     return out
 
 

@@ -122,3 +122,12 @@ def test_a_source_field_added_later_leaves_a_study_s_identity_unchanged_while_un
     assert "id_field" not in non_defaults(cfg)["corpus"]["sources"][0]  # studies hashed before it existed are found again
     cfg = build_run_config({"corpus": {"sources": [{"name": "wiki", "kind": "jsonl", "path": "x", "id_field": "id"}]}})
     assert non_defaults(cfg)["corpus"]["sources"][0]["id_field"] == "id"
+
+
+def test_a_task_preset_can_be_amended_by_dotted_keys_in_either_order():
+
+    for order in (["task=medical", "task.domain_in_pool=true"], ["task.domain_in_pool=true", "task=medical"]):
+        cfg = build_run_config(parse_set(order))
+        assert (cfg.task.name, cfg.task.domain_in_pool, cfg.task.train_fraction) == ("medical", True, 0.1)
+    with pytest.raises(ConfigError, match="train.lr is already set to 0.1, not a mapping"):
+        parse_set(["train.lr=0.1", "train.lr.x=2"])

@@ -125,7 +125,6 @@ def test_a_source_field_added_later_leaves_a_study_s_identity_unchanged_while_un
 
 
 def test_a_task_preset_can_be_amended_by_dotted_keys_in_either_order():
-
     for order in (["task=medical", "task.domain_in_pool=true"], ["task.domain_in_pool=true", "task=medical"]):
         cfg = build_run_config(parse_set(order))
         assert (cfg.task.name, cfg.task.domain_in_pool, cfg.task.train_fraction) == ("medical", True, 0.1)

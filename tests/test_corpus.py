@@ -319,15 +319,17 @@ def test_split_task_holdout_keeps_other_domains_out_of_the_pool():
     assert all(d.source != "code" for d in split_task(docs, extra)["pool"])  # a task's own extra source never joins the pool
 
 
-def test_load_corpus_caps_and_duplicate_ids(tmp_path):
+def test_load_corpus_caps_and_duplicate_ids(tmp_path, capsys):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x" * 50} for _ in range(6)])
     (tmp_path / "b").mkdir()
     write_jsonl(tmp_path / "b" / "a.jsonl", [{"text": "y"}])
     corpus = CorpusConfig(sources=[SourceConfig(name="one", kind="jsonl", path=str(tmp_path / "a.jsonl"), max_docs=4),
                                    SourceConfig(name="two", kind="jsonl", path=str(tmp_path / "a.jsonl"))],
                           max_docs_per_source=5, max_chars_per_doc=10)
-    docs = load_corpus(corpus, progress=False)
+    docs = load_corpus(corpus)
     assert [d.source for d in docs] == ["one"] * 4 + ["two"] * 5 and {len(d.text) for d in docs} == {10}
+    assert {d.chars_cut for d in docs} == {40}  # every document lost 40 characters to the cap, and says so
+    assert "4 cut to max_chars_per_doc=10 (0.00 M chars dropped)" in capsys.readouterr().err
     clash = CorpusConfig(sources=[SourceConfig(name="one", kind="jsonl", path=str(tmp_path / "a.jsonl")),
                                   SourceConfig(name="one", kind="jsonl", path=str(tmp_path / "b" / "a.jsonl"))])
     with raises("duplicate doc_id 'one:a.jsonl:1' (sources 'one' and 'one')"):

@@ -58,6 +58,7 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, c
         assert math.isfinite(row["test/medical/ppl"]) and 1 < row["test/medical/ppl"] < 60000
         assert row["train/final_steps"] == 12 and row["data/samples"] == 48
         assert row["train/final_tokens"] == 12 * 4 * 63  # steps x batch x predicted tokens per 64-token window
+        assert row["data/train_documents_cut"] >= 0 and row["data/test_documents_cut"] >= 0  # the cap's toll, logged
     crisp = runner.client.get_run(rows[1]["run_id"])
     assert crisp.data.params["selection.method"] == "crisp" and crisp.data.tags["mlflow.parentRunId"]
     assert "crisp.cache.tree" in crisp.data.tags and "provenance.git_revision" in crisp.data.tags

@@ -21,6 +21,9 @@ class Document:
     """Domain label (`news`, `medical`, ...): the source's label unless the data carries its own."""
     doc_id: str
     """Stable id, unique within a corpus: `"{source}:{key}"`."""
+    chars_cut: int = 0
+    """Characters cut off the end by `corpus.max_chars_per_doc` (0: the document is whole), so a cap
+    that shortens specialist documents is reported, never silent."""
 
 
 class CorpusError(ValueError):

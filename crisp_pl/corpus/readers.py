@@ -37,7 +37,7 @@ def read_source(cfg: SourceConfig, max_docs: int | None = None, max_chars: int |
             if not doc.text.strip():
                 continue
             if max_chars is not None and len(doc.text) > max_chars:
-                doc = replace(doc, text=doc.text[:max_chars])
+                doc = replace(doc, text=doc.text[:max_chars], chars_cut=len(doc.text) - max_chars)
             count += 1
             yield doc
             if count == max_docs:

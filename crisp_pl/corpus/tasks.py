@@ -53,8 +53,10 @@ def load_corpus(corpus: CorpusConfig, progress: bool = True) -> list[Document]:
             docs.append(doc)
         if progress:
             chars = sum(len(d.text) for d in got)
+            cut = [d.chars_cut for d in got if d.chars_cut]
+            shortened = f"; {len(cut):,} cut to max_chars_per_doc={corpus.max_chars_per_doc:,} ({sum(cut) / 1e6:.2f} M chars dropped)" if cut else ""
             print(f"corpus: {source.name:<16} {len(got):>8,} docs {chars / 1e6:8.2f} M chars "
-                  f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+                  f"({time.perf_counter() - start:.1f} s){shortened}", file=sys.stderr, flush=True)
     return docs
 
 

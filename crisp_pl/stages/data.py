@@ -16,6 +16,7 @@ never re-embeds. Settings that cannot change an output (batch sizes, devices) ar
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -157,7 +158,12 @@ def task_stage(cache: StageCache, cfg: RunConfig, tokenizer: CacheEntry | None =
             if name == "validation" and not splits[name]:
                 continue  # validation is optional (validation_fraction 0); train and test are required
             store = build_windows(splits[name], out / name, cfg.corpus.window_length, cfg.corpus.shard_windows, encoder)
-            summary[name] = {"documents": len(splits[name]), "windows": len(store)}
+            cut = [d.chars_cut for d in splits[name] if d.chars_cut]
+            summary[name] = {"documents": len(splits[name]), "windows": len(store), "documents_cut": len(cut), "chars_cut": sum(cut)}
+            if cut:  # the cap is meant for the pool: shortening the scarce specialist text must not pass unseen
+                print(f"task {cfg.task.name}: {len(cut):,} of {len(splits[name]):,} {name} documents cut to "
+                      f"corpus.max_chars_per_doc={cfg.corpus.max_chars_per_doc:,} ({sum(cut):,} chars dropped); "
+                      f"raise or unset it to keep them whole", file=sys.stderr, flush=True)
         (out / "splits.json").write_text(json.dumps(summary, indent=1))
 
     return cache.run("task", inputs, build)

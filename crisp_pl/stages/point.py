@@ -7,6 +7,7 @@ never recomputed and a killed one resumes at the stage it was in.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,9 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
     metrics["model/non_embedding_params"] = float(non_embedding_params(GPTConfig.from_name(cfg.model.size)))  # N of scaling laws
     metrics["data/pool_windows"] = float(len(prepared.stores.pool))  # the x axes of the data-size studies
     metrics["data/specialist_windows"] = float(len(specialist_subset(len(prepared.stores.train), cfg)))
+    splits = json.loads((prepared.task.path / "splits.json").read_text())
+    metrics.update({f"data/{name}_documents_cut": float(split["documents_cut"])  # by corpus.max_chars_per_doc
+                    for name, split in splits.items() if "documents_cut" in split})  # absent: a task stage from before the count
     selection_flops, selection_seconds = selection_cost(cfg, prepared, selection, groups.info)
     metrics.update(point_costs(selection_flops=selection_flops, selection_hours=selection_seconds / 3600, train_flops=train_flops,
                                train_hours=train_hours, base_flops=base_flops, base_hours=base_hours))

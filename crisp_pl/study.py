@@ -34,6 +34,8 @@ DataFrames (`StudyResults`) for analysis/figures.py.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +44,7 @@ import yaml
 
 from crisp_pl.cache import StageCache
 from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, non_defaults, parse_set, stable_hash, to_dict
+from crisp_pl.corpus.packages import cache_dir
 from crisp_pl.model.ladder import apply_ladder
 from crisp_pl.selection import get_method
 from crisp_pl.tracking import TrackedRun, Tracker, provenance
@@ -102,6 +105,8 @@ def load_study(name_or_path: str) -> Study:
     path = Path(name_or_path)
     if not path.suffix:
         path = STUDIES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():  # a study once given by path is found again by its name
+            path = remembered_studies().get(name_or_path, path)
     if not path.is_file():
         known = ", ".join(s.name for s in list_studies()) or "none"
         raise ConfigError(f"no study {name_or_path!r} ({path} does not exist; known studies: {known})")
@@ -135,7 +140,38 @@ def load_study(name_or_path: str) -> Study:
                    + [(f"variants.{n}", o) for n, o in data.get("variants", {}).items()] for key in keys if key in SEED_KEYS]
         if overlap:
             raise ConfigError(f"{path}: {overlap[0]} is set by the study's seeds ({', '.join(SEED_KEYS)}); drop one of them")
-    return Study(**data, path=path)
+    study = Study(**data, path=path)
+    if path.resolve().parent != STUDIES_DIR.resolve():
+        _remember(study.name, path.resolve())
+    return study
+
+
+REMEMBERED = "study_paths.json"  # in the user's crisp_pl cache folder: name -> path of studies given by path
+
+
+def remembered_studies() -> dict[str, Path]:
+    """Study name -> the file it was last loaded from, for studies outside studies/ whose file still exists."""
+    registry = cache_dir() / REMEMBERED
+    try:
+        known = json.loads(registry.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: Path(p) for name, p in known.items() if Path(p).is_file()}
+
+
+def _remember(name: str, path: Path) -> None:
+    known = {n: str(p) for n, p in remembered_studies().items()}
+    if known.get(name) == str(path):
+        return
+    known[name] = str(path)
+    registry = cache_dir() / REMEMBERED
+    try:
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = registry.with_name(f".{REMEMBERED}.{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(tmp, registry)
+    except OSError:
+        pass  # a read-only home only loses the shortcut: the path still works
 
 
 def list_studies() -> list[Study]:

@@ -262,3 +262,20 @@ def test_a_study_is_named_again_the_way_it_can_be_found(tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text("name: quickstart\ngrid: {selection.method: [uniform]}\n")  # a study's name need not be its file's
     assert load_study(str(own)).ref == str(own)
+
+
+def test_a_study_given_by_path_is_found_again_by_its_name(tmp_path, monkeypatch):
+    from crisp_pl.config import ConfigError
+    from crisp_pl.study import load_study
+
+    monkeypatch.setenv("CRISP_CACHE", str(tmp_path / "home"))  # the user's crisp_pl folder, where the names are kept
+    own = tmp_path / "elsewhere" / "study.yaml"
+    own.parent.mkdir()
+    own.write_text("name: my_domain\ngrid: {selection.method: [uniform]}\n")
+    with pytest.raises(ConfigError, match="no study 'my_domain'"):
+        load_study("my_domain")
+    load_study(str(own))
+    assert load_study("my_domain").path == own.resolve()  # `crisp figures my_domain` after `crisp study run PATH`
+    own.unlink()
+    with pytest.raises(ConfigError, match="no study 'my_domain'"):
+        load_study("my_domain")  # a moved or deleted file is not found by a stale name

@@ -41,6 +41,8 @@ def expand(cfg: SourceConfig) -> list[Path]:
     """The source's files (folders for `disk`), sorted; a folder stands for the files of the kind under it."""
     pattern = os.path.expanduser(cfg.path)
     matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+    for m in matches:
+        _check_link(Path(m))
     matches = [Path(m) for m in matches if os.path.exists(m)]
     if not matches:
         raise CorpusError(f"source {cfg.name!r}: no file matches path {cfg.path!r}")
@@ -49,12 +51,21 @@ def expand(cfg: SourceConfig) -> list[Path]:
     files = []
     for match in matches:
         if match.is_dir():
-            files += sorted(p for p in match.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES[cfg.kind]))
+            found = sorted(p for p in match.rglob("*") if p.name.endswith(SUFFIXES[cfg.kind]))
+            for p in found:
+                _check_link(p)
+            files += [p for p in found if p.is_file()]
         else:
             files.append(match)
     if not files:
         raise CorpusError(f"source {cfg.name!r}: no {'/'.join(SUFFIXES[cfg.kind])} files under {cfg.path!r}")
     return files
+
+
+def _check_link(path: Path) -> None:
+    """A link whose target is gone is a moved or deleted file: say so, rather than read the corpus without it."""
+    if path.is_symlink() and not path.exists():
+        raise CorpusError(f"{path}: a link to {os.readlink(path)}, which does not exist (moved or deleted?)")
 
 
 def short_names(files: list[Path]) -> list[str]:
@@ -67,11 +78,15 @@ def short_names(files: list[Path]) -> list[str]:
 
 
 def read_text(path: Path) -> str:
-    """A whole `.txt` file as UTF-8 text (a leading byte-order mark, common in files saved on Windows, dropped)."""
+    """A whole `.txt` file as UTF-8 text; a leading byte-order mark and Windows line ends (both common
+    in files saved on Windows) read as the text without them."""
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     if not data:
         _empty(path)
-    return _decode(data, path)
+    nul = data.find(b"\0")
+    if nul >= 0:  # text never holds NUL: a binary file (an archive, a PDF) named .txt
+        raise CorpusError(f"{path}: holds NUL bytes (at byte {nul}): a binary file, not UTF-8 text")
+    return _decode(data, path).replace("\r\n", "\n")
 
 
 def _empty(path: Path) -> None:

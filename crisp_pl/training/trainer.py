@@ -67,6 +67,10 @@ def mlflow_logger(tracking_uri: str, run_id: str, prefix: str = ""):
         def log_metrics(self, metrics, step=None):
             super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
+        def finalize(self, status: str = "success") -> None:
+            """Leave the run's status alone: the study runner ends it once the whole point is logged. (Lightning
+            marks it FINISHED when training ends, so a point killed later, in evaluation, passed for done.)"""
+
     return StepMetricsLogger(tracking_uri=tracking_uri, run_id=run_id, prefix=prefix)
 
 

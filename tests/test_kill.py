@@ -1,0 +1,102 @@
+"""Killed at any moment, resumed with nothing lost or redone: a micro study is SIGKILLed inside each
+stage in turn (window writing, embedding, k-means, labelling, selection, training mid-run, fine-tuning
+mid-run, evaluation, the coverage diagnostic, and MLflow logging), rerun after each kill, and must end
+exactly where an uninterrupted run ends: the same final metrics bit for bit, no finished stage
+rebuilt, one finished MLflow run per point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crisp_pl.study import StudyRunner, load_study
+from tests.test_study import SEEDED_STUDY
+
+# Runs the `crisp` command with one stage rigged to die: the process SIGKILLs itself inside the named
+# stage's build (once a file matching the glob appears in its partial folder, or when the build ends,
+# before the finished folder is renamed into place), or right after a point's metrics reach MLflow.
+KILLER = r"""
+import os, signal, sys, threading, time
+stage_name, pattern = sys.argv[1].partition(":")[::2]
+from crisp_pl import cache, tracking
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if stage_name == "mlflow":
+    log_point = tracking.Tracker.log_point
+    def log_then_die(self, *args, **kwargs):
+        log_point(self, *args, **kwargs)
+        die()  # metrics and artifacts logged, the run not yet marked FINISHED
+    tracking.Tracker.log_point = log_then_die
+else:
+    run = cache.StageCache.run
+    def rigged(self, stage, inputs, build):
+        if stage != stage_name:
+            return run(self, stage, inputs, build)
+        def build_then_die(out):
+            if pattern:
+                def watch():
+                    while not list(out.glob(pattern)):
+                        time.sleep(0.002)
+                    die()
+                threading.Thread(target=watch, daemon=True).start()
+            build(out)
+            die()
+        return run(self, stage, inputs, build_then_die)
+    cache.StageCache.run = rigged
+from crisp_pl.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+# In the order a first run reaches them: the generalist point, then CRISP's data path, then CRISP+FT.
+KILLS = ["pool", "selection", "train:checkpoints/*.ckpt", "eval", "mlflow", "embeddings:emb-*.npy", "tree", "labels",
+         "coverage", "finetune:checkpoints/*.ckpt"]
+
+
+def finished_stages(results: Path) -> dict[str, float]:
+    """Finished stage folder -> mtime of its stage.json (rewritten only if the stage were rebuilt)."""
+    return {str(p.parent.relative_to(results / "cache")): p.stat().st_mtime for p in (results / "cache").glob("*/*/stage.json")}
+
+
+def final_metrics(runner: StudyRunner) -> dict[str, dict[str, float]]:
+    runs = runner.results().runs.set_index("point")
+    keep = [c for c in runs.columns if c.startswith(("test/", "train/final_", "finetune/", "data/", "selection/", "coverage/"))
+            and not c.endswith(("seconds", "hours"))]  # wall time is the one thing a kill may change
+    return {point: {k: v for k, v in row.items()} for point, row in runs[keep].iterrows()}
+
+
+@pytest.mark.slow
+def test_a_study_killed_inside_every_stage_ends_as_an_uninterrupted_run(tmp_path):
+    spec = dict(SEEDED_STUDY, name="killed", seeds=[0])
+    study_file = tmp_path / "killed.yaml"
+    study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    reference = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={tmp_path / 'reference'}"])
+    reference.run()
+
+    results = tmp_path / "results"
+    command = ["study", "run", str(study_file), "--set", f"results_dir={results}"]
+    seen: dict[str, float] = {}
+    for kill in KILLS:
+        done = subprocess.run([sys.executable, "-c", KILLER, kill, *command], capture_output=True, text=True, timeout=600)
+        assert done.returncode == -9, f"never reached {kill}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        now = finished_stages(results)
+        assert {k: now[k] for k in seen} == seen, f"a finished stage was rebuilt by the run killed in {kill}"
+        seen = now
+    assert subprocess.run([sys.executable, "-m", "crisp_pl.cli", *command], capture_output=True, timeout=600).returncode == 0
+
+    assert {k: v for k, v in finished_stages(results).items() if k in seen} == seen  # the last run rebuilt nothing either
+    runner = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"])
+    assert [r["state"] for r in runner.status()] == ["done"] * 3
+    children = runner.client.search_runs([runner.tracker.experiment], "tags.`crisp.kind` = 'point'")
+    assert sorted(r.data.tags["crisp.point"] for r in children) == sorted(p.name for p in runner.points)  # one run per point
+    measured, expected = final_metrics(runner), final_metrics(reference)
+    assert measured.keys() == expected.keys()
+    for point in expected:
+        assert json.dumps(measured[point], sort_keys=True) == json.dumps(expected[point], sort_keys=True), point

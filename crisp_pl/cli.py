@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -173,7 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     except LookupError as error:
         print(f"crisp: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        if error.errno not in DISK_FULL or args.debug:
+            raise
+        # every stage is written into KEY.partial/ and renamed when complete: nothing finished is damaged
+        print(f"crisp: out of disk space or over a file-size limit ({error.strerror}{': ' + error.filename if error.filename else ''}). "
+              f"Finished stages are intact and the stage being written stays in its .partial folder; free space "
+              f"(or raise the limit) and rerun the same command to resume.\n(rerun with --debug for the traceback)", file=sys.stderr)
+        return 3
     return 1
+
+
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def _study(args) -> int:

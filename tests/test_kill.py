@@ -131,3 +131,30 @@ def assert_same_outputs(reference: Path, results: Path) -> None:
                 assert a.pop("train_seconds") > 0 and b.pop("train_seconds") > 0 and a == b, f"{folder}/train.json"
             else:
                 assert path.read_bytes() == twin.read_bytes(), f"{folder}/{path.relative_to(reference / 'cache' / folder)}"
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_with_a_clear_message_and_the_rerun_resumes(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: the first file over 2 MB (a model checkpoint) cannot be written."""
+    import resource
+
+    spec = dict(SEEDED_STUDY, name="full_disk", seeds=[0], variants={"generalist": {"selection.method": "uniform"}})
+    study_file = tmp_path / "full_disk.yaml"
+    study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "crisp_pl.cli", "study", "run", str(study_file), "--set", f"results_dir={results}"]
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+    full = subprocess.run(command, capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size)
+    assert full.returncode == 3, full.stderr[-3000:]
+    assert "out of disk space or over a file-size limit (File too large" in full.stderr and "Traceback" not in full.stderr
+    before = finished_stages(results)
+    assert "pool" in {k.split("/")[0] for k in before} and not any(k.startswith("train/") for k in before)  # data done, training not
+    assert list((results / "cache").glob("train/*.partial"))  # its progress waits in the partial folder
+
+    assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0  # space freed: the same command resumes
+    assert {k: v for k, v in finished_stages(results).items() if k in before} == before
+    runner = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"])
+    assert [r["state"] for r in runner.status()] == ["done"]

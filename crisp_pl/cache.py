@@ -69,7 +69,7 @@ class StageCache:
         final = self.path(stage, key)
         if final.is_dir() and intact(final):
             return CacheEntry(stage, key, final)
-        with _exclusive(final.with_name(key + ".lock"), f"{stage}/{key}"):
+        with exclusive(final.with_name(key + ".lock"), f"{stage}/{key}"):
             if final.is_dir():  # finished (or damaged) while this process waited for the lock
                 if intact(final):
                     return CacheEntry(stage, key, final)
@@ -109,7 +109,7 @@ MANIFEST = "manifest.json"
 
 
 @contextmanager
-def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
+def exclusive(lock_path: Path, what: str) -> Iterator[None]:
     """Hold an exclusive advisory lock on `lock_path`; the kernel releases it if the holder is killed."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from crisp_pl.cache import StageCache
+from crisp_pl.cache import StageCache, exclusive
 from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, non_defaults, parse_set, stable_hash, to_dict
 from crisp_pl.corpus.packages import cache_dir
 from crisp_pl.model.ladder import apply_ladder
@@ -312,6 +312,11 @@ class StudyRunner:
         return rows
 
     def run(self) -> list[dict]:
+        # one process per study and results folder: a second `crisp study run` of it waits, then finds it done
+        with exclusive(self.results_dir / "locks" / f"{self.study.name}-{self.study_hash}.lock", f"study {self.study.name}"):
+            return self._run()
+
+    def _run(self) -> list[dict]:
         # Training pulls in Lightning and torch (seconds): only `study run` pays for it, not list / status / figures.
         from crisp_pl.stages import run_point
         from crisp_pl.training.trainer import mlflow_logger

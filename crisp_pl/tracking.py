@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crisp_pl.cache import exclusive
 from crisp_pl.config import TrackingConfig
 
 if TYPE_CHECKING:
@@ -50,8 +51,11 @@ class Tracker:
         from mlflow.tracking import MlflowClient  # heavy; only commands that track pay for it
 
         self.uri = tracking_uri(tracking, results_dir)
-        self.client = MlflowClient(self.uri)
-        self.experiment = experiment_id(self.client, tracking.experiment, results_dir)
+        # a new store's schema (made as the client opens it) and the experiment are created once: two processes
+        # starting on a fresh results folder raced on both ("table ... already exists")
+        with exclusive(Path(results_dir) / "locks" / "mlflow.lock", "the MLflow store"):
+            self.client = MlflowClient(self.uri)
+            self.experiment = experiment_id(self.client, tracking.experiment, results_dir)
 
     # writing
 

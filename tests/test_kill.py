@@ -158,3 +158,33 @@ def test_a_full_disk_stops_with_a_clear_message_and_the_rerun_resumes(tmp_path):
     assert {k: v for k, v in finished_stages(results).items() if k in before} == before
     runner = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"])
     assert [r["state"] for r in runner.status()] == ["done"]
+
+
+@pytest.mark.slow
+def test_concurrent_runs_on_one_results_folder_share_stages_and_corrupt_nothing(tmp_path):
+    """Two runs of one study and a third study sharing its data stages, all at once on one results folder."""
+    first = dict(SEEDED_STUDY, name="first", seeds=[0], variants={"crisp": {"selection.method": "crisp"}})
+    second = dict(first, name="second", variants={"crisp": {"selection.method": "crisp"},
+                                                  "generalist": {"selection.method": "uniform"}})
+    files = []
+    for spec in (first, first, second):
+        files.append(tmp_path / f"{spec['name']}.yaml")
+        files[-1].write_text(yaml.safe_dump(spec, sort_keys=False))
+    results = tmp_path / "results"
+    procs = [subprocess.Popen([sys.executable, "-m", "crisp_pl.cli", "study", "run", str(f), "--set", f"results_dir={results}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for f in files]
+    logs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n\n".join(log[-2000:] for log in logs)
+    assert any("waiting for it" in log for log in logs)  # one waited on a stage or on the study another was running
+
+    stages = {}
+    for path in (results / "cache").glob("*/*/stage.json"):
+        stages.setdefault(path.parent.parent.name, []).append(path.parent.name)
+    assert stages["embeddings"] and not list((results / "cache").glob("*/*.partial"))
+    for name, spec in (("first", first), ("second", second)):
+        runner = StudyRunner(load_study(str(tmp_path / f"{name}.yaml")), "tiny", [f"results_dir={results}"])
+        assert [r["state"] for r in runner.status()] == ["done"] * len(spec["variants"])
+        children = runner.client.search_runs([runner.tracker.experiment], f"tags.`crisp.study` = '{name}' and tags.`crisp.kind` = 'point'")
+        assert len(children) == len(spec["variants"])  # no point run twice by the two runs of `first`
+    # the CRISP point of both studies is one configuration: trained once, read by the other
+    assert len(stages["train"]) == 2  # first's crisp (= second's crisp) and second's generalist

@@ -8,16 +8,29 @@ determinism and the sampler contract (our GroupSampler, never Lightning's distri
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from crisp_pl.config import TrainConfig
+
+# Lightning's advertisement on every fit, and a deprecation inside Lightning itself, filled every log
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+class StepProgressBar(RichProgressBar):
+    """Training is one endless epoch of draws bounded by `max_steps`: label the bar by steps, not as "Epoch 0/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"train ({self.trainer.max_steps} steps)"
 
 
 def trainer_kwargs(train: TrainConfig) -> dict:
@@ -54,7 +67,7 @@ def build_trainer(train: TrainConfig, *, validate_every: int | None = None, logg
                   {"val_check_interval": min(validate_every, train.max_steps), "check_val_every_n_epoch": None})
     return L.Trainer(**trainer_kwargs(train), **validation, accumulate_grad_batches=accumulate,
                      logger=logger if logger is not None else False,
-                     callbacks=list(callbacks), enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+                     callbacks=[*callbacks, StepProgressBar()], enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
                      use_distributed_sampler=False, enable_model_summary=False, default_root_dir=root)
 
 
@@ -87,8 +100,9 @@ def fit_resumable(make_module: Callable[[], L.LightningModule], data, train: Tra
     saver = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=train.checkpoint_every, save_last=True, save_top_k=0)
     trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver, *callbacks],
                             accumulate=data.accumulate)
-    trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
-    trainer.save_checkpoint(folder / "final.ckpt")
+    # resume checkpoints are this code's own, of plain containers: load them without unpickling anything else
+    trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None, weights_only=True)
+    trainer.save_checkpoint(folder / "final.ckpt", weights_only=False)  # whole: a longer run may resume from it
     shutil.rmtree(checkpoints, ignore_errors=True)
     return trainer, module
 

@@ -38,6 +38,7 @@ from analysis.stats import (  # noqa: E402
     reference_groups,
     summarize,
 )
+from analysis.style import METHOD_COLORS, group_colors, method_color  # noqa: E402
 
 
 def short_label(point: str) -> str:
@@ -65,7 +66,7 @@ def chance_level(runs: pd.DataFrame, task: str) -> float | None:
     return float(runs[column].mean())
 
 
-def _draw_groups(ax, runs: pd.DataFrame, column: str, offset: float, width: float, color: str, label: str | None,
+def _draw_groups(ax, runs: pd.DataFrame, column: str, offset: float, width: float, color, label: str | None,
                  seeds_label: bool) -> None:
     """One bar per group at x = its index + offset: the mean over seeds, a ±1 SE error bar (n >= 2), a dot per seed."""
     summary = summarize(runs, column)
@@ -103,7 +104,8 @@ def metric_bars(runs: pd.DataFrame, out: Path) -> Path:
         bar = 0.8 / len(columns)
         for j, column in enumerate(columns):
             name = column.rsplit("/", 1)[-1]
-            _draw_groups(ax, rows, column, (j - (len(columns) - 1) / 2) * bar, bar, f"C{j}", name if len(columns) > 1 else None, j == 0)
+            color = group_colors(rows, names) if len(columns) == 1 else f"C{j}"  # one metric: each method its colour
+            _draw_groups(ax, rows, column, (j - (len(columns) - 1) / 2) * bar, bar, color, name if len(columns) > 1 else None, j == 0)
         chance = chance_level(rows, task) if ylabel.startswith("accuracy") else None
         if chance is not None:
             ax.axhline(chance, color="gray", linestyle="--", label=f"chance ({chance:.3f})")
@@ -127,13 +129,14 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> Path:
     fig, axes = plt.subplots(len(tasks), 1, figsize=(6.5, 3.6 * len(tasks)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
         rows = runs[runs["task"] == task]
-        for k, group in enumerate(groups(rows)):
+        names = groups(rows)
+        for group, color in zip(names, group_colors(rows, names)):
             labelled = False
             for _, row in rows[rows["group"] == group].iterrows():
                 history = curves[curves["run_id"] == row["run_id"]]
                 if len(history):
                     history = history.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run may log a step twice
-                    ax.plot(history["step"], history["value"], color=f"C{k % 10}", marker="o", markersize=3, linewidth=1, alpha=0.8,
+                    ax.plot(history["step"], history["value"], color=color, marker="o", markersize=3, linewidth=1, alpha=0.8,
                             label=None if labelled else short_label(group).replace("\n", ", "))
                     labelled = True
         ax.set_xlabel("optimizer step (pretraining and fine-tuning log on their own step counts)")
@@ -157,8 +160,8 @@ def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str
                                  squeeze=False, gridspec_kw={"width_ratios": [3, 2]} if rows is not None else None)
         ax = axes[0, 0]
         x = range(len(table))
-        ax.bar(x, table["p_specialist"], width=1.0, alpha=0.7, label="P(c|Ds) specialist")
-        ax.bar(x, table["p_generalist"], width=1.0, alpha=0.5, label="P(c|Dg) generalist")
+        ax.bar(x, table["p_specialist"], width=1.0, alpha=0.7, color=METHOD_COLORS["crisp"], label="P(c|Ds) specialist")
+        ax.bar(x, table["p_generalist"], width=1.0, alpha=0.5, color=METHOD_COLORS["uniform"], label="P(c|Dg) generalist")
         ax.set_xlabel(f"cluster ({len(table)}), by importance weight w(c) = P(c|Ds) / P(c|Dg)")
         ax.set_ylabel("probability")
         ax.set_title(point)
@@ -176,7 +179,7 @@ def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str
 def _coverage_panel(ax, rows: pd.DataFrame) -> None:
     """Cosine to the nearest pool window: specialist pieces against pool windows (crisp_pl.coverage)."""
     bins = np.linspace(min(0.0, rows["nearest"].min()), 1.0, 41)
-    for name, color in (("pool", "tab:orange"), ("specialist", "tab:blue")):
+    for name, color in (("pool", METHOD_COLORS["uniform"]), ("specialist", METHOD_COLORS["crisp"])):
         values = rows.loc[rows["set"] == name, "nearest"]
         ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5, color=color,
                 label=f"{name} (median {values.median():.2f})")
@@ -295,13 +298,15 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     table = []
     for ax, (task, rows, column) in zip(axes[:, 0], panels):
         for k, (name, lines) in enumerate(rows.groupby(series, sort=False, dropna=False)):
+            color = method_color(lines["method"].iloc[0], bool(lines["finetune"].iloc[0]) if "finetune" in lines else False, k) \
+                if series in ("variant", "method") and "method" in lines else f"C{k}"
             summary = summarize(lines, column)
             at = lines.groupby("group", sort=False)[x].mean().reindex(summary["group"]).to_numpy(dtype=float)
             order = np.argsort(at)
             label = str(name) if series in ("variant", "method") else f"{series}={name}"
             ax.errorbar(at[order], summary["mean"].to_numpy()[order], yerr=summary["se"].fillna(0).to_numpy()[order],
-                        marker="o", color=f"C{k}", capsize=3, label=label)
-            ax.scatter(lines[x], lines[column], s=8, color=f"C{k}", alpha=0.5)
+                        marker="o", color=color, capsize=3, label=label)
+            ax.scatter(lines[x], lines[column], s=8, color=color, alpha=0.5)
             table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, spec.get("label", x): format_mean_se(float(at[i])),
                        "n": int(summary["n"][i]), "mean ± SE": format_mean_se(summary["mean"][i], summary["se"][i])}
                       for i in order]

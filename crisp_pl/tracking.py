@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING
 from crisp_pl.cache import exclusive
 from crisp_pl.config import TrackingConfig
 
+# reading a CSV artifact back is instant: MLflow's download bar, one per artifact, only filled `crisp figures`' output
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -188,3 +188,18 @@ def test_transfer_matrix_scores_every_group_on_every_task(tmp_path):
     assert table[0] == "| group | ppl on medical | ppl on programming |"
     assert "| crisp,task=medical | 100.5 | 300 |" in table and "| crisp,task=programming | 300 | 100.5 |" in table
     assert transfer_matrix(pd.DataFrame(rows).drop(columns=["test/programming/ppl"]).query("task == 'medical'"), tmp_path) == []
+
+
+def test_a_method_has_one_colour_in_every_figure_and_its_fine_tuned_variant_a_darker_one():
+    import matplotlib.colors as mcolors
+
+    from analysis.style import METHOD_COLORS, group_colors, method_color
+
+    runs = pd.DataFrame({"group": ["generalist", "crisp", "crisp+ft", "mystery"], "method": ["uniform", "crisp", "crisp", "new"],
+                         "finetune": [False, False, True, False]})
+    colors = group_colors(runs, ["crisp+ft", "generalist", "crisp", "mystery"])
+    assert colors[1:3] == [METHOD_COLORS["uniform"], METHOD_COLORS["crisp"]] and colors[3] == "C3"
+    assert sum(mcolors.to_rgb(colors[0])) < sum(mcolors.to_rgb(METHOD_COLORS["crisp"]))  # CRISP+FT: CRISP, darker
+    assert method_color("crisp") == METHOD_COLORS["crisp"]
+    swept = pd.DataFrame({"group": ["crisp,0.25", "crisp,1"], "method": ["crisp", "crisp"], "finetune": [False, False]})
+    assert group_colors(swept, ["crisp,0.25", "crisp,1"]) == ["C0", "C1"]  # one method at two values: told apart

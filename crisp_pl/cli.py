@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_parser("list", help="the studies under studies/")
     _study_args(study.add_parser("run", help="run every point of a study (finished points are skipped)"))
     _study_args(study.add_parser("status", help="which points are done, running, failed; cached stages"))
-    _study_args(study.add_parser("show", help="print each point's resolved config"))
+    show = study.add_parser("show", help="print each point's resolved config")
+    _study_args(show)
+    show.add_argument("--diff", action="store_true", help="only the config keys whose values differ between the points")
     _study_args(study.add_parser("plan", help="before running: each point's cached and to-compute stages, its training "
                                               "FLOPs and device-hours"))
     figures = commands.add_parser("figures", help="draw a study's figures and tables from the MLflow store")
@@ -193,6 +195,7 @@ def _study(args) -> int:
 
     from crisp_pl.config import to_dict
     from crisp_pl.study import StudyRunner, list_studies, points
+    from crisp_pl.tracking import flatten_params
 
     if args.action == "list":
         for study in list_studies():
@@ -204,8 +207,16 @@ def _study(args) -> int:
             points(study, args.scale, args.sets, with_seeds=True)  # the seeded plan must build too (a --set of a seed is an error)
             print(f"# each point below runs once per seed in {study.seeds} (named POINT,seed=N), "
                   f"with train.seed and selection.seed set to N\n")
-        for point in points(study, args.scale, args.sets):
-            print(f"# {point.name}\n{yaml.safe_dump(to_dict(point.config), sort_keys=False)}")
+        shown = points(study, args.scale, args.sets)
+        configs = [flatten_params(to_dict(point.config)) for point in shown]
+        differ = [k for k in configs[0] if len({c.get(k) for c in configs}) > 1] if args.diff else None
+        for point, config in zip(shown, configs):
+            if differ is None:
+                print(f"# {point.name}\n{yaml.safe_dump(to_dict(point.config), sort_keys=False)}")
+            else:
+                print(f"# {point.name}\n" + "".join(f"  {k}: {config[k]}\n" for k in differ))
+        if differ is not None:
+            print(f"({len(differ)} of {len(configs[0])} keys differ; the rest are shared: crisp study show {study.ref} without --diff)")
         return 0
     runner = StudyRunner(study, args.scale, args.sets)
     if args.action == "plan":

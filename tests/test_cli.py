@@ -21,6 +21,10 @@ def test_study_list_and_show(capsys):
     assert main(["study", "show", "quickstart", "--set", "train.max_steps=3"]) == 0
     out = capsys.readouterr().out
     assert out.count("max_steps: 3") == 3 and "# selection.method=crisp" in out
+    assert main(["study", "show", "quickstart", "--diff"]) == 0
+    diff = capsys.readouterr().out
+    assert "  selection.method: crisp\n" in diff and "max_steps" not in diff  # only what tells the points apart
+    assert len(diff.splitlines()) < len(out.splitlines()) / 10
 
 
 def test_config_errors_exit_2_and_name_the_key(capsys):

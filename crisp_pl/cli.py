@@ -225,12 +225,13 @@ def _study(args) -> int:
         runner.run()
         print(f"study {study.name} [{args.scale}] finished; figures: crisp figures {study.ref} --scale {args.scale}; UI: crisp ui")
         return 0
-    for row in runner.status():
+    rows = runner.status()
+    for row in rows:
         done = f"  test ppl {row['ppl']:.1f} in {row['seconds']:.0f} s" if row["ppl"] is not None and row["seconds"] is not None else ""
         print(f"{row['state']:8s} {row['point']}{done}  {row['run_id']}")
-    print(f"\nthe stage cache of {runner.results_dir} (shared by every study run there):")
-    for stage, counts in runner.cache.status().items():
-        print(f"  {stage:12s} {counts['done']} done, {counts['partial']} partial")
+    states = {state: sum(r["state"] == state for r in rows) for state in dict.fromkeys(r["state"] for r in rows)}
+    print(f"\n{', '.join(f'{n} {state}' for state, n in states.items())} of {len(rows)} points; "
+          f"which stages each would reuse or compute: crisp study plan {study.ref} --scale {args.scale}")
     return 0
 
 

@@ -262,11 +262,22 @@ class StudyRunner:
         self.points = points(study, scale, sets, with_seeds=True)
         first = self.points[0].config
         self.results_dir = Path(first.results_dir)
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        self.tracker = Tracker(first.tracking, self.results_dir)
+        self._tracking, self._tracker = first.tracking, None
         self.study_hash = stable_hash([non_defaults(p.config) for p in self.points])  # new fields keep old studies found
         self.cache = StageCache(self.results_dir / "cache")
         self.provenance = {f"provenance.{k}": v for k, v in provenance().items()}  # once: it runs git
+
+    @property
+    def tracker(self) -> Tracker:
+        """The MLflow store, opened (and, the first time, created) when a command needs it."""
+        if self._tracker is None:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            self._tracker = Tracker(self._tracking, self.results_dir)
+        return self._tracker
+
+    def has_store(self) -> bool:
+        """Whether the MLflow store exists: commands that only read (status, figures, plan) create none."""
+        return self._tracker is not None or bool(self._tracking.uri) or (self.results_dir / "mlflow.db").is_file()
 
     @property
     def client(self):
@@ -277,6 +288,8 @@ class StudyRunner:
         return {"crisp.kind": "study", "crisp.study": self.study.name, "crisp.scale": self.scale, "crisp.study_hash": self.study_hash}
 
     def parent(self, create: bool) -> TrackedRun | None:
+        if not create and not self.has_store():
+            return None
         found = self.tracker.find_run(self.parent_tags())
         if found is not None or not create:
             return found
@@ -365,7 +378,7 @@ class StudyRunner:
         """The finished points of this study's parent run, their val/loss curves and CRISP histograms, for figures."""
         parent = self.parent(create=False)
         if parent is None:
-            raise LookupError(f"study {self.study.name} [{self.scale}] has no runs with this config in {self.tracker.uri}; "
+            raise LookupError(f"study {self.study.name} [{self.scale}] has no runs with this config in {self.results_dir}; "
                               f"run it first (crisp study run {self.study.ref} --scale {self.scale})")
         order = {p.name: i for i, p in enumerate(self.points)}
         runs = self.tracker.finished_children(parent.run_id)

@@ -117,3 +117,12 @@ def test_seeds_on_the_command_line_replace_a_study_s_own(capsys):
     assert "once per seed in [0, 1, 2, 3]" in capsys.readouterr().out
     assert main(["study", "show", "quickstart", "--seeds", "1", "1"]) == 2
     assert "--seeds repeats a value" in capsys.readouterr().err
+
+
+def test_read_only_commands_create_nothing(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["figures", "quickstart", "--set", f"results_dir={results}"]) == 1
+    assert "has no runs with this config" in capsys.readouterr().err
+    assert main(["study", "status", "quickstart", "--set", f"results_dir={results}"]) == 0
+    assert "9 pending of 9 points" in capsys.readouterr().out
+    assert not results.exists()  # no store, no folder

@@ -199,7 +199,7 @@ def test_seeded_micro_study_shares_seedless_stages_and_reports_over_seeds(tmp_pa
     # what leaves the seed out of its key is computed once; training (and what follows it) once per seed
     stages = {}
     for folder in (results / "cache").glob("*/*"):
-        if not folder.name.endswith(".partial"):
+        if folder.is_dir() and not folder.name.endswith(".partial"):  # not the KEY.lock files beside them
             stages[folder.parent.name] = stages.get(folder.parent.name, 0) + 1
     assert stages["tree"] == 1 and stages["embeddings"] == 2  # one tree; pool and specialist-train embeddings, once each
     assert stages["selection"] == 2  # uniform and crisp, each shared by both seeds (and crisp by crisp+ft)

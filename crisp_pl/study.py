@@ -254,6 +254,9 @@ class StudyResults:
     coverage: dict[str, pd.DataFrame] = field(default_factory=dict)  # CRISP group -> its coverage.csv, where logged
 
 
+PLACE_KEYS = ("results_dir", "tracking")  # where a study's results go, left out of its identity
+
+
 class StudyRunner:
     """Runs a study's points in order, logging each to an MLflow child run of one parent run."""
 
@@ -263,7 +266,10 @@ class StudyRunner:
         first = self.points[0].config
         self.results_dir = Path(first.results_dir)
         self._tracking, self._tracker = first.tracking, None
-        self.study_hash = stable_hash([non_defaults(p.config) for p in self.points])  # new fields keep old studies found
+        identity = [non_defaults(p.config) for p in self.points]  # new fields keep old studies found
+        # where the results live is not what the study is: a moved results folder finds its runs again
+        self.study_hash = stable_hash([{k: v for k, v in c.items() if k not in PLACE_KEYS} for c in identity])
+        self.legacy_hash = stable_hash(identity)  # the identity of studies run before it left the folder out
         self.cache = StageCache(self.results_dir / "cache")
         self.provenance = {f"provenance.{k}": v for k, v in provenance().items()}  # once: it runs git
 
@@ -290,7 +296,7 @@ class StudyRunner:
     def parent(self, create: bool) -> TrackedRun | None:
         if not create and not self.has_store():
             return None
-        found = self.tracker.find_run(self.parent_tags())
+        found = self.tracker.find_run(self.parent_tags()) or self.tracker.find_run({**self.parent_tags(), "crisp.study_hash": self.legacy_hash})
         if found is not None or not create:
             return found
         # the description is MLflow's run note (shown on the run's page); the study file is an artifact

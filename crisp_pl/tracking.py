@@ -57,6 +57,8 @@ class Tracker:
         # a new store's schema (made as the client opens it) and the experiment are created once: two processes
         # starting on a fresh results folder raced on both ("table ... already exists")
         with exclusive(Path(results_dir) / "locks" / "mlflow.lock", "the MLflow store"):
+            if not tracking.uri:
+                relocate(Path(results_dir))
             self.client = MlflowClient(self.uri)
             self.experiment = experiment_id(self.client, tracking.experiment, results_dir)
 
@@ -160,6 +162,33 @@ def tracking_uri(tracking: TrackingConfig, results_dir: str | Path) -> str:
     if tracking.uri:
         return tracking.uri
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def relocate(results_dir: Path) -> None:
+    """A results folder copied or moved since its runs were logged: point the store's artifact paths (and
+    the checkpoint tags) at this folder. MLflow records them as absolute URIs, so a moved store would
+    otherwise read, or fail to read, the artifacts of the folder it came from."""
+    import sqlite3
+
+    db = results_dir / "mlflow.db"
+    if not db.is_file():
+        return
+    here = results_dir.resolve()
+    with sqlite3.connect(db) as connection:
+        try:
+            rows = connection.execute("SELECT artifact_location FROM experiments WHERE artifact_location LIKE 'file://%/mlartifacts'").fetchall()
+        except sqlite3.OperationalError:
+            return  # not yet a store (its schema is made by MLflow)
+        roots = {Path(location.removeprefix("file://")).parent for (location,) in rows} - {here}
+        for root in roots:
+            old, new = root.as_uri(), here.as_uri()
+            connection.execute("UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?) "
+                               "WHERE artifact_location LIKE ? || '/%'", (new, len(old) + 1, old))
+            connection.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE artifact_uri LIKE ? || '/%'",
+                               (new, len(old) + 1, old))
+            connection.execute("UPDATE tags SET value = ? || substr(value, ?) WHERE key = 'crisp.checkpoint' AND value LIKE ? || '/%'",
+                               (str(here), len(str(root)) + 1, str(root)))
+            print(f"mlflow: this results folder was at {root}; its artifact paths now point here", file=sys.stderr, flush=True)
 
 
 def experiment_id(client, name: str, results_dir: str | Path) -> str:

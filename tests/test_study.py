@@ -250,3 +250,20 @@ def test_a_study_given_by_path_is_found_again_by_its_name(tmp_path, monkeypatch)
     own.unlink()
     with pytest.raises(ConfigError, match="no study 'my_domain'"):
         load_study("my_domain")  # a moved or deleted file is not found by a stale name
+
+
+def test_a_results_folder_moved_elsewhere_opens_with_its_artifacts(tmp_path):
+    import shutil
+
+    spec = dict(SEEDED_STUDY, name="moved", seeds=[0], variants={"crisp": {"selection.method": "crisp"}})
+    study_file = write_study(tmp_path, spec)
+    StudyRunner(load_study(study_file), "tiny", [f"results_dir={tmp_path / 'here'}"]).run()
+    shutil.move(tmp_path / "here", tmp_path / "there")  # to a laptop, to shared storage: the old path is gone
+
+    runner = StudyRunner(load_study(study_file), "tiny", [f"results_dir={tmp_path / 'there'}"])
+    results = runner.results()
+    assert len(results.histograms["crisp"]) == 16 and len(results.coverage["crisp"])  # artifacts read from the new place
+    run = runner.client.get_run(results.runs["run_id"][0])
+    assert run.info.artifact_uri.startswith((tmp_path / "there").resolve().as_uri())
+    assert run.data.tags["crisp.checkpoint"].startswith(str((tmp_path / "there").resolve()))
+    assert Path(run.data.tags["crisp.checkpoint"]).is_file()

@@ -6,7 +6,7 @@ study (the tree level its CRISP points weight, uniform and baselines taken as CR
 level), all cached and shared with `crisp study run`, and returns the diagnostic of crisp_pl.coverage.
 
 `inspect_run` reads a finished CRISP run's stages back from the cache through the keys its MLflow
-run carries (`crisp.cache.*` tags): its histogram, the pool's window store and cluster labels.
+run carries (its `stages.json` artifact): its histogram, the pool's window store and cluster labels.
 """
 
 from __future__ import annotations
@@ -61,10 +61,19 @@ def coverage_lines(report: list[tuple[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
-def _cache_path(results_dir: Path, tags: dict[str, str], stage: str, tag: str | None = None) -> Path:
-    key = tags.get(f"crisp.cache.{tag or stage}")
+def _stage_keys(tracker, run) -> dict[str, str]:
+    """The run's stage name -> cache key: its stages.json artifact (runs logged before it: crisp.cache.* tags)."""
+    from crisp_pl.study import STAGES_ARTIFACT
+
+    if tracker.has_artifact(run.info.run_id, STAGES_ARTIFACT):
+        return tracker.read_json_artifact(run.info.run_id, STAGES_ARTIFACT)
+    return {k.removeprefix("crisp.cache."): v for k, v in run.data.tags.items() if k.startswith("crisp.cache.")}
+
+
+def _cache_path(results_dir: Path, keys: dict[str, str], stage: str, name: str | None = None) -> Path:
+    key = keys.get(name or stage)
     if key is None:
-        raise ConfigError(f"the run has no crisp.cache.{tag or stage} tag: not a CRISP run of crisp_pl")
+        raise ConfigError(f"the run records no {name or stage} stage: not a finished CRISP run of crisp_pl")
     path = results_dir / "cache" / stage / key
     if not path.is_dir():
         raise ConfigError(f"{path}: the run's {stage} stage is not in this results folder's cache (removed or moved?)")
@@ -83,17 +92,18 @@ def inspect_run(results_dir: str | Path, run_id: str, top: int = 10, examples: i
         run = tracker.client.get_run(run_id)
     except Exception as error:  # MLflow raises its own error types for an unknown id
         raise LookupError(f"no run {run_id!r} in {tracker.uri} (crisp study status NAME lists the run ids)") from error
-    tags, method = run.data.tags, run.data.params.get("selection.method")
+    method = run.data.params.get("selection.method")
     if method not in COVERAGE_METHODS:
         raise ConfigError(f"run {run_id} used selection.method={method}: crisp inspect reads CRISP runs ({', '.join(COVERAGE_METHODS)})")
-    selection = _cache_path(results_dir, tags, "selection")
+    keys = _stage_keys(tracker, run)
+    selection = _cache_path(results_dir, keys, "selection")
     table = pd.read_csv(selection / "histogram.csv")
     info = json.loads((selection / "groups.json").read_text()).get("info", {})
     levels = json.loads(run.data.params["cluster.levels"])
     level = int(info.get("chosen_level", int(run.data.params["cluster.level"]))) % len(levels)
-    labels = np.load(_cache_path(results_dir, tags, "labels", "pool_labels") / "labels.npy")[:, level]
-    tokenizer = load_tokenizer(_cache_path(results_dir, tags, "tokenizer") / "tokenizer.json")
-    pool = WindowStore(_cache_path(results_dir, tags, "pool") / "pool", tokenizer)
+    labels = np.load(_cache_path(results_dir, keys, "labels", "pool_labels") / "labels.npy")[:, level]
+    tokenizer = load_tokenizer(_cache_path(results_dir, keys, "tokenizer") / "tokenizer.json")
+    pool = WindowStore(_cache_path(results_dir, keys, "pool") / "pool", tokenizer)
     rng = seeds.rng(0, "inspect.examples")
 
     chosen = table.sort_values("p_specialist", ascending=False).head(top)

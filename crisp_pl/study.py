@@ -254,6 +254,7 @@ class StudyResults:
     coverage: dict[str, pd.DataFrame] = field(default_factory=dict)  # CRISP group -> its coverage.csv, where logged
 
 
+STAGES_ARTIFACT = "stages.json"  # a point's stage name -> cache key (crisp inspect reads the stages back through it)
 PLACE_KEYS = ("results_dir", "tracking")  # where a study's results go, left out of its identity
 
 
@@ -271,7 +272,7 @@ class StudyRunner:
         self.study_hash = stable_hash([{k: v for k, v in c.items() if k not in PLACE_KEYS} for c in identity])
         self.legacy_hash = stable_hash(identity)  # the identity of studies run before it left the folder out
         self.cache = StageCache(self.results_dir / "cache")
-        self.provenance = {f"provenance.{k}": v for k, v in provenance().items()}  # once: it runs git
+        self.provenance = provenance()  # once: it runs git
 
     @property
     def tracker(self) -> Tracker:
@@ -300,8 +301,9 @@ class StudyRunner:
         if found is not None or not create:
             return found
         # the description is MLflow's run note (shown on the run's page); the study file is an artifact
-        tags = dict(self.parent_tags(), **self.provenance, **{"mlflow.note.content": self.study.description.strip()})
+        tags = dict(self.parent_tags(), **{"mlflow.note.content": self.study.description.strip()})
         run = self.tracker.create_run(f"{self.study.name} [{self.scale}]", tags, {"points": len(self.points)})
+        self.tracker.client.log_dict(run.run_id, self.provenance, "provenance.json")
         if self.study.path is not None:
             self.tracker.client.log_artifact(run.run_id, str(self.study.path))
         return run
@@ -367,11 +369,12 @@ class StudyRunner:
         return done
 
     def _log_result(self, run_id: str, point: Point, result) -> None:
-        tags = {f"crisp.cache.{stage}": key for stage, key in result.keys.items()} | self.provenance
-        tags["crisp.checkpoint"] = str(result.artifacts.get("checkpoint", ""))
-        # checkpoints stay in the cache; the tag says where
+        tags = {"crisp.checkpoint": str(result.artifacts.get("checkpoint", ""))}  # checkpoints stay in the cache; the tag says where
         artifacts = [path for name, path in result.artifacts.items() if name != "checkpoint"]
-        self.tracker.log_point(run_id, result.metrics, tags, yaml.safe_dump(to_dict(point.config), sort_keys=False), artifacts)
+        # the stages' cache keys and the code's provenance are one artifact each, not tags that bury the useful ones
+        documents = {"config.yaml": yaml.safe_dump(to_dict(point.config), sort_keys=False),
+                     STAGES_ARTIFACT: json.dumps(result.keys, indent=1), "provenance.json": json.dumps(self.provenance, indent=1)}
+        self.tracker.log_point(run_id, result.metrics, tags, documents, artifacts)
         self.tracker.end_run(run_id, "FINISHED")
 
     def attach_figures(self, folder: Path) -> None:

@@ -10,6 +10,7 @@ step metrics of a point straight into the child run).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -88,15 +89,16 @@ class Tracker:
         """Terminal status (FINISHED or FAILED) and end time."""
         self.client.set_terminated(run_id, status)
 
-    def log_point(self, run_id: str, metrics: dict[str, float], tags: dict[str, str], config_yaml: str,
+    def log_point(self, run_id: str, metrics: dict[str, float], tags: dict[str, str], documents: dict[str, str],
                   artifacts: Iterable[str | Path]) -> None:
-        """A finished point's final metrics (step 0), tags, config.yaml and artifact files."""
+        """A finished point's final metrics (step 0), tags, text documents (name -> text: config.yaml, ...) and artifact files."""
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                               tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.log_text(run_id, config_yaml, "config.yaml")
+        for name, text in documents.items():
+            self.client.log_text(run_id, text, name)
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
 
@@ -130,6 +132,10 @@ class Tracker:
 
     def has_artifact(self, run_id: str, path: str) -> bool:
         return any(f.path == path for f in self.client.list_artifacts(run_id))
+
+    def read_json_artifact(self, run_id: str, path: str):
+        with tempfile.TemporaryDirectory() as folder:
+            return json.loads(Path(self.client.download_artifacts(run_id, path, folder)).read_text())
 
     def read_csv_artifact(self, run_id: str, path: str) -> pd.DataFrame:
         """A run's CSV artifact as a DataFrame (downloaded to a temporary folder, then removed)."""

@@ -142,8 +142,9 @@ class Tuner:
         found = self.runner.tracker.find_run(tags)
         if found is not None:
             return found.run_id
-        return self.runner.tracker.create_run(f"{self.study.name} search [{self.scale}]", dict(tags, **self.runner.provenance),
-                                              {"search": self.study.search}).run_id
+        run = self.runner.tracker.create_run(f"{self.study.name} search [{self.scale}]", tags, {"search": self.study.search})
+        self.runner.tracker.client.log_dict(run.run_id, self.runner.provenance, "provenance.json")
+        return run.run_id
 
     def _objective(self, trial, parent: str) -> float:
         import optuna
@@ -174,7 +175,7 @@ class Tuner:
         except BaseException:
             tracker.end_run(run_id, "FAILED")
             raise
-        tracker.log_point(run_id, metrics, {"crisp.state": "complete"}, yaml.safe_dump(to_dict(point.config), sort_keys=False), [])
+        tracker.log_point(run_id, metrics, {"crisp.state": "complete"}, {"config.yaml": yaml.safe_dump(to_dict(point.config), sort_keys=False)}, [])
         tracker.end_run(run_id, "FINISHED")
         return float(metrics[self.search.metric])
 

@@ -56,7 +56,10 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, c
         assert row["data/train_documents_cut"] >= 0 and row["data/test_documents_cut"] >= 0  # the cap's toll, logged
     crisp = runner.client.get_run(rows[1]["run_id"])
     assert crisp.data.params["selection.method"] == "crisp" and crisp.data.tags["mlflow.parentRunId"]
-    assert "crisp.cache.tree" in crisp.data.tags and "provenance.git_revision" in crisp.data.tags
+    logged = {a.path for a in runner.client.list_artifacts(crisp.info.run_id)}
+    assert {"stages.json", "provenance.json", "config.yaml", "histogram.csv", "coverage.csv"} <= logged
+    assert not [t for t in crisp.data.tags if t.startswith(("crisp.cache.", "provenance."))]  # keys and provenance: artifacts
+    assert len([t for t in crisp.data.tags if not t.startswith("mlflow.")]) <= 12  # the few tags a user filters by
     assert crisp.info.run_name == "crisp" and crisp.data.tags["crisp.point"] == "selection.method=crisp"  # names the table keeps
     assert len(runner.client.get_metric_history(crisp.info.run_id, "train/loss")) >= 3
     assert "epoch" not in crisp.data.metrics and "train/lr" not in crisp.data.params  # no Lightning bookkeeping as results
@@ -204,7 +207,8 @@ def test_seeded_micro_study_shares_seedless_stages_and_reports_over_seeds(tmp_pa
     assert stages["tree"] == 1 and stages["embeddings"] == 2  # one tree; pool and specialist-train embeddings, once each
     assert stages["selection"] == 2  # uniform and crisp, each shared by both seeds (and crisp by crisp+ft)
     assert stages["train"] == 4 and stages["finetune"] == 2 and stages["eval"] == 6  # crisp+ft fine-tunes crisp's pretrained model
-    key = {name: {stage: tags[name].get(f"crisp.cache.{stage}") for stage in ("tree", "selection", "train", "model")} for name in names}
+    stage_keys = {r["point"]: runner.tracker.read_json_artifact(r["run_id"], "stages.json") for r in rows}
+    key = {name: {stage: stage_keys[name].get(stage) for stage in ("tree", "selection", "train", "model")} for name in names}
     assert key["crisp,seed=0"]["selection"] == key["crisp,seed=1"]["selection"] == key["crisp+ft,seed=1"]["selection"]
     assert key["crisp,seed=0"]["train"] != key["crisp,seed=1"]["train"]
     assert key["crisp+ft,seed=1"]["train"] == key["crisp,seed=1"]["train"] != key["crisp+ft,seed=1"]["model"]

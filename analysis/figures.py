@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.stats import (  # noqa: E402
     format_mean_se,
+    format_quantity,
     groups,
     paired_differences,
     reference_groups,
@@ -197,10 +198,18 @@ def _quality_columns(task: str) -> dict[str, str]:
 
 def _cost_columns(task: str) -> dict[str, str]:
     """Metric -> table heading of what is reported as a plain mean over seeds."""
-    return {f"test/{task}/chance": "chance", f"test/{task}/n": "questions", "cost/selection_flops": "selection FLOPs",
-            "cost/selection_hours": "selection h", "cost/train_flops": "train FLOPs", "cost/total_flops": "total FLOPs",
+    return {f"test/{task}/chance": "chance", f"test/{task}/n": "questions", "cost/selection_flops": "selection",
+            "cost/selection_hours": "selection time", "cost/train_flops": "training", "cost/total_flops": "total",
             "train/final_tokens": "train tokens", "data/unique_windows": "unique windows", "data/max_repeats": "max repeats",
             "selection/chosen_level": "chosen level"}
+
+
+UNITS = {"cost/selection_flops": "FLOP", "cost/train_flops": "FLOP", "cost/total_flops": "FLOP",
+         "cost/selection_hours": "hours", "train/final_tokens": ""}  # costs in readable units (analysis.stats.format_quantity)
+
+
+def _format_cost(column: str, value: float) -> str:
+    return format_quantity(value, UNITS[column]) if column in UNITS else format_mean_se(value)
 
 
 def _present(rows: pd.DataFrame, columns: dict[str, str]) -> dict[str, str]:
@@ -222,7 +231,7 @@ def group_table(rows: pd.DataFrame, task: str) -> pd.DataFrame:
         summary = summarize(rows, column)
         table[name] = [format_mean_se(m, se) for m, se in zip(summary["mean"], summary["se"])]
     for column, name in cost.items():
-        table[name] = [format_mean_se(m) for m in summarize(rows, column)["mean"]]
+        table[name] = [_format_cost(column, m) for m in summarize(rows, column)["mean"]]
     return table
 
 
@@ -253,7 +262,7 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
     for task, rows in runs.groupby("task", sort=False):
         lines = [f"### {task}", "",
                  ("Mean ± standard error over seeds (SE = sample standard deviation / sqrt(n), n = seeds; "
-                  "no SE with one seed); costs and repetition are means over seeds."), "",
+                  "no SE with one seed); costs (FLOP, device time) and repetition are means over seeds."), "",
                  group_table(rows, task).to_markdown(index=False, disable_numparse=True)]  # the text as formatted
         for name, method in REFERENCES:
             references = reference_groups(rows, method)
@@ -272,7 +281,7 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
         order = {g: i for i, g in enumerate(groups(rows))}
         each = rows.sort_values(["group", "seed"], key=lambda s: s.map(order) if s.name == "group" else s, kind="stable")[list(every)]
         for column in list(every)[3:]:
-            each[column] = each[column].map(lambda v: format_mean_se(float(v)))
+            each[column] = each[column].map(lambda v, c=column: _format_cost(c, float(v)))
         each["seed"] = each["seed"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
         lines += ["", "#### Every run", "", each.rename(columns=every).to_markdown(index=False, disable_numparse=True)]
         sections.append("\n".join(lines))

@@ -119,3 +119,23 @@ def format_mean_se(mean: float, se: float = math.nan) -> str:
         return f"{mean:.4g}"
     decimals = max(0, 1 - math.floor(math.log10(se))) if se > 0 else 4
     return f"{mean:.{decimals}f} ± {se:.{decimals}f}"
+
+
+SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def format_quantity(value: float, unit: str) -> str:
+    """A cost in a unit a reader takes in at a glance: `3.5 GFLOP`, `1.2 M` tokens, `4.0 s` / `12 min` / `3.2 h`
+    for device-hours; zero as `0`, a missing value as `-`."""
+    if value is None or math.isnan(value):
+        return "-"
+    if value == 0:
+        return "0"
+    if unit == "hours":
+        seconds = value * 3600
+        return f"{seconds:.3g} s" if seconds < 60 else f"{seconds / 60:.3g} min" if seconds < 3600 else f"{value:.3g} h"
+    for scale, prefix in SI:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+

@@ -134,7 +134,7 @@ def test_one_seed_draws_without_error_bars_and_old_frames_still_draw(tmp_path):
     single = runs[runs["seed"] == 0]
     text = results_table(single, tmp_path / "one.md").read_text()
     assert not [line for line in text.splitlines() if line.startswith("|") and "±" in line]  # no SE from one seed
-    assert "| generalist,task=medical | 1 | 0 | 100 | 1e+12 |" in [" ".join(line.split()) for line in text.splitlines()]
+    assert "| generalist,task=medical | 1 | 0 | 100 | 1 TFLOP |" in [" ".join(line.split()) for line in text.splitlines()]
     old = single.drop(columns=["group", "seed", "finetune"])  # the columns before seeds existed
     paths = draw(old, pd.DataFrame(columns=["run_id", "step", "value"]), {}, tmp_path / "old")
     assert all(p.stat().st_size > 0 for p in paths)
@@ -203,3 +203,12 @@ def test_a_method_has_one_colour_in_every_figure_and_its_fine_tuned_variant_a_da
     assert method_color("crisp") == METHOD_COLORS["crisp"]
     swept = pd.DataFrame({"group": ["crisp,0.25", "crisp,1"], "method": ["crisp", "crisp"], "finetune": [False, False]})
     assert group_colors(swept, ["crisp,0.25", "crisp,1"]) == ["C0", "C1"]  # one method at two values: told apart
+
+
+def test_costs_read_in_units():
+    from analysis.stats import format_quantity
+
+    assert format_quantity(3.518e9, "FLOP") == "3.52 GFLOP" and format_quantity(2.997e11, "FLOP") == "300 GFLOP"
+    assert format_quantity(3.004e-7, "hours") == "0.00108 s" and format_quantity(0.2, "hours") == "12 min"
+    assert format_quantity(5.0, "hours") == "5 h" and format_quantity(1.2e6, "") == "1.2 M" and format_quantity(2016, "") == "2.02 k"
+    assert format_quantity(0.0, "FLOP") == "0" and format_quantity(float("nan"), "hours") == "-"

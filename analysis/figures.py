@@ -285,8 +285,25 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
         each["seed"] = each["seed"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
         lines += ["", "#### Every run", "", each.rename(columns=every).to_markdown(index=False, disable_numparse=True)]
         sections.append("\n".join(lines))
+    if runs["task"].nunique() > 1:
+        sections.insert(0, "### Every task\n\nTest quality per task, mean ± SE over seeds (a row: the group without its task).\n\n"
+                        + across_tasks(runs).to_markdown(index=False, disable_numparse=True))
     out.write_text("\n\n".join(sections) + "\n")
     return out
+
+
+def across_tasks(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group with its task left out of the name (`crisp,task=medical` -> `crisp`), one column per
+    task and quality metric (test ppl; accuracy for MCQ tasks)."""
+    runs = with_groups(runs)
+    runs["row"] = runs["group"].map(lambda g: ",".join(p for p in g.split(",") if not p.startswith("task=")) or g)
+    table = pd.DataFrame({"group": list(dict.fromkeys(runs["row"]))})
+    for task, rows in runs.groupby("task", sort=False):
+        for column, name in _present(rows, _quality_columns(task)).items():
+            summary = summarize(rows, column).assign(row=lambda f: f["group"].map(dict(zip(rows["group"], rows["row"]))))
+            cells = {r.row: format_mean_se(r.mean, r.se) for r in summary.itertuples()}
+            table[f"{task} {name}"] = table["group"].map(lambda g: cells.get(g, "-"))
+    return table
 
 
 def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:

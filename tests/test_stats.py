@@ -127,6 +127,10 @@ def test_tables_give_mean_se_and_paired_sections(tmp_path):
     assert "#### Paired differences against CRISP (`crisp,task=arc_easy`)" in text
     assert "acc Δ" in text and "chance" in text and "±" in text
     assert text.count("#### Every run") == 2
+    assert text.startswith("### Every task")  # one table across the study's tasks first
+    across = [" ".join(line.split()) for line in text.split("### medical")[0].splitlines() if line.startswith("| generalist")]
+    assert across == [f"| generalist | {format_mean_se(110.0, 10.0 / math.sqrt(3))} | " + across[0].split(" | ", 2)[2]]
+    assert "arc_easy acc" in text.split("### medical")[0]
 
 
 def test_one_seed_draws_without_error_bars_and_old_frames_still_draw(tmp_path):

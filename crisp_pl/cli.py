@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--study", action="store_true", help="also write studies/NAME.yaml: uniform, specialist, CRISP, CRISP+FT, 3 seeds")
     new.add_argument("--force", action="store_true", help="replace existing files")
     ui = commands.add_parser("ui", help="the MLflow comparison UI over the results store, on 127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: 5000)")
+    ui.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
+                                                         "0.0.0.0 shares the store with the network, unauthenticated)")
     ui.add_argument("--results-dir", default="results", help="the results folder whose mlflow.db to open (default: results)")
     mcq = commands.add_parser("mcq-tasks", help="write lm-eval task YAMLs of the offline multiple-choice sets")
     mcq.add_argument("folder", help="where the YAMLs and their jsonl data go (lm-eval's --include_path)")
@@ -338,24 +340,25 @@ def _ui(args) -> int:
     store = Path(args.results_dir).resolve() / "mlflow.db"
     if not store.is_file():
         raise ConfigError(f"{store}: no MLflow store yet; run a study first (crisp study run quickstart)")
-    _check_port_free(args.port)
+    _check_port_free(args.host, args.port)
     # this interpreter's mlflow, so the command works without the venv activated; one worker: a local UI
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}", "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
-    print(" ".join(command), flush=True)
+    reach = "this machine only" if args.host in ("127.0.0.1", "localhost", "::1") else "ANY machine that can reach this one, without a password"
+    print(f"crisp ui: {store} on http://{args.host}:{args.port} ({reach})\n{' '.join(command)}", flush=True)
     os.execv(command[0], command)
     return 0  # not reached
 
 
-def _check_port_free(port: int) -> None:
+def _check_port_free(host: str, port: int) -> None:
     """MLflow reports a taken port and still exits 0; say so first, with the fix."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
-            raise ConfigError(f"port {port} on 127.0.0.1 is in use (another `crisp ui`?); pass --port N") from None
+            raise ConfigError(f"port {port} on {host} is in use (another `crisp ui`?); pass --port N") from None
 
 
 if __name__ == "__main__":

@@ -334,6 +334,7 @@ class StudyRunner:
 
     def run(self) -> list[dict]:
         # one process per study and results folder: a second `crisp study run` of it waits, then finds it done
+        print(f"study {self.study.name} [{self.scale}]: {len(self.points)} points; results in {self.results_dir.resolve()}", flush=True)
         with exclusive(self.results_dir / "locks" / f"{self.study.name}-{self.study_hash}.lock", f"study {self.study.name}"):
             return self._run()
 

@@ -3,7 +3,8 @@
     one_line      one jsonl line holding a --line-mb MB document: read, then tokenized into windows (GPT-2 BPE)
     stream        a --file-mb MB jsonl of 2 kB documents, streamed by `read_source` (documents counted, none kept)
     load_corpus   the same file through `load_corpus`, which returns every document (what the data stages call)
-    windows       the same file streamed into a window store (GPT-2 BPE), as the pool stage does after reading
+    windows       the same file streamed into a window store (GPT-2 BPE)
+    pool          the same file as the generalist pool: the pool stage's documents (`_pool_documents`) into windows
 
     python benchmarks/reader_memory.py                        # 50 MB line, 1 GB file
     python benchmarks/reader_memory.py --file-mb 200          # quicker
@@ -37,6 +38,11 @@ if case == "stream":
     docs = sum(1 for _ in read_source(source))
 elif case == "load_corpus":
     docs = len(load_corpus(CorpusConfig(sources=[source]), progress=False))
+elif case == "pool":
+    from crisp_pl.config import build_run_config
+    from crisp_pl.stages.data import _pool_documents
+    cfg = build_run_config({"task": "medical", "corpus": {"tokenizer": "gpt2", "sources": [{"name": "big", "kind": "jsonl", "path": path}]}})
+    docs = len(build_windows(_pool_documents(cfg), out / "store", 1024, 65536, progress=False))
 else:  # one_line, windows: read and write windows in one stream
     docs = len(build_windows(read_source(source), out / "store", 1024, 65536, progress=False))
 print(json.dumps({"seconds": time.perf_counter() - started, "count": docs,  # ru_maxrss: KiB on Linux
@@ -61,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--line-mb", type=int, default=50)
     parser.add_argument("--file-mb", type=int, default=1024)
-    parser.add_argument("--cases", nargs="+", default=["one_line", "stream", "load_corpus", "windows"])
+    parser.add_argument("--cases", nargs="+", default=["one_line", "stream", "load_corpus", "windows", "pool"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

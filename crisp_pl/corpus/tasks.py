@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import sys
 import time
+from collections.abc import Iterator
 
 from crisp_pl.config import CorpusConfig, TaskConfig
 from crisp_pl.corpus.documents import CorpusError, Document
@@ -37,34 +38,48 @@ SPLITS = ("pool", "train", "validation", "test")
 
 def load_corpus(corpus: CorpusConfig, progress: bool = True) -> list[Document]:
     """Every source's documents, in config order, with the corpus caps applied; doc_ids must be unique."""
+    return list(iter_corpus(corpus, progress))
+
+
+def iter_corpus(corpus: CorpusConfig, progress: bool = True) -> Iterator[Document]:
+    """`load_corpus` as a stream: memory bounded by the largest document (and the set of ids seen), not the corpus."""
     if not corpus.sources:
         raise CorpusError("corpus.sources is empty")
-    docs: list[Document] = []
     owner: dict[str, str] = {}
     for source in corpus.sources:
         caps = [c for c in (corpus.max_docs_per_source, source.max_docs) if c is not None]
-        start = time.perf_counter()
-        got = list(read_source(source, max_docs=min(caps) if caps else None, max_chars=corpus.max_chars_per_doc))
-        for doc in got:
+        start, count, chars, cut, dropped = time.perf_counter(), 0, 0, 0, 0
+        for doc in read_source(source, max_docs=min(caps) if caps else None, max_chars=corpus.max_chars_per_doc):
             if doc.doc_id in owner:
                 raise CorpusError(f"duplicate doc_id {doc.doc_id!r} (sources {owner[doc.doc_id]!r} and "
                                   f"{source.name!r}); give every source a distinct name")
             owner[doc.doc_id] = source.name
-            docs.append(doc)
+            count, chars = count + 1, chars + len(doc.text)
+            cut, dropped = cut + bool(doc.chars_cut), dropped + doc.chars_cut
+            yield doc
         if progress:
-            chars = sum(len(d.text) for d in got)
-            cut = [d.chars_cut for d in got if d.chars_cut]
-            shortened = f"; {len(cut):,} cut to max_chars_per_doc={corpus.max_chars_per_doc:,} ({sum(cut) / 1e6:.2f} M chars dropped)" if cut else ""
-            print(f"corpus: {source.name:<16} {len(got):>8,} docs {chars / 1e6:8.2f} M chars "
+            shortened = f"; {cut:,} cut to max_chars_per_doc={corpus.max_chars_per_doc:,} ({dropped / 1e6:.2f} M chars dropped)" if cut else ""
+            print(f"corpus: {source.name:<16} {count:>8,} docs {chars / 1e6:8.2f} M chars "
                   f"({time.perf_counter() - start:.1f} s){shortened}", file=sys.stderr, flush=True)
-    return docs
 
 
 def load_task_documents(corpus: CorpusConfig, task: TaskConfig, progress: bool = True) -> list[Document]:
-    """The corpus plus the task's own extra sources: these are read whole (only their own `max_docs`
+    """The task's documents (every component's) from the corpus, streamed so the rest of the corpus is
+    never held, plus the task's own extra sources: these are read whole (only their own `max_docs`
     applies), since capping an MCQ set at the corpus caps would silently change its halves."""
+    parts, seen = task.components or [task], set()
+    docs = []
+    for doc in iter_corpus(corpus, progress):
+        seen |= {doc.source, doc.domain}
+        if any(_matches(doc, part) for part in parts):
+            docs.append(doc)
     extra = dataclasses.replace(corpus, sources=task.extra_sources, max_docs_per_source=None, max_chars_per_doc=None)
-    return load_corpus(corpus, progress) + (load_corpus(extra, progress) if task.extra_sources else [])
+    docs += load_corpus(extra, progress) if task.extra_sources else []
+    for part in parts:
+        if not any(_matches(doc, part) for doc in docs):
+            raise CorpusError(f"task {part.name!r}: no document has a source or domain in task.sources={part.sources} "
+                              f"(corpus has: {', '.join(sorted(seen | {d.source for d in docs} | {d.domain for d in docs}))})")
+    return docs
 
 
 def split_task(docs: list[Document], task: TaskConfig, holdout: list[str] = ()) -> dict[str, list[Document]]:

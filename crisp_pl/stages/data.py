@@ -19,7 +19,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.cluster import ClusterTree
 from crisp_pl.config import ConfigError, RunConfig, to_dict
-from crisp_pl.corpus.tasks import load_corpus, load_task_documents, split_task, unit_hash
+from crisp_pl.corpus.tasks import iter_corpus, load_corpus, load_task_documents, split_task, unit_hash
 from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
 from crisp_pl.corpus.windows import WindowStore, build_windows
 from crisp_pl.embed import EMB_DIM, embed_windows, load_embedder, load_embeddings, split_for_embedder
@@ -78,14 +78,15 @@ def _pool_is_shared(cfg: RunConfig) -> tuple[set[str], bool]:
     return held, set(cfg.task.sources) <= held
 
 
-def _pool_documents(cfg: RunConfig, subsample: bool = True) -> list:
-    """The generalist pool's documents; with `subsample`, only the `corpus.pool_fraction` share of them."""
+def _pool_documents(cfg: RunConfig, subsample: bool = True) -> Iterator:
+    """The generalist pool's documents, in corpus order; with `subsample`, only the `corpus.pool_fraction`
+    share of them. A pool shared by every task (the default) is a filter of the corpus, streamed: a pool of
+    terabytes is never in memory. With `task.domain_in_pool` the domain's split decides, over the whole corpus."""
     held, shared = _pool_is_shared(cfg)
-    docs = load_corpus(cfg.corpus)
-    pool = [d for d in docs if d.source not in held and d.domain not in held] if shared else \
-        split_task(docs, cfg.task, cfg.corpus.holdout)["pool"]
+    pool = (d for d in iter_corpus(cfg.corpus) if d.source not in held and d.domain not in held) if shared else \
+        iter(split_task(load_corpus(cfg.corpus), cfg.task, cfg.corpus.holdout)["pool"])
     # a fixed number per document: pool fractions are nested (the 1/8 pool is inside the 1/4 pool)
-    return [d for d in pool if unit_hash("pool", d.doc_id) < cfg.corpus.pool_fraction] if subsample else pool
+    return (d for d in pool if unit_hash("pool", d.doc_id) < cfg.corpus.pool_fraction) if subsample else pool
 
 
 def _pool_inputs(cfg: RunConfig) -> dict:
@@ -132,10 +133,9 @@ def pool_stage(cache: StageCache, cfg: RunConfig, tokenizer: CacheEntry | None =
     inputs = {**_pool_inputs(cfg), "tokenizer": tokenizer.key}
 
     def build(out: Path) -> None:
-        pool = _pool_documents(cfg)
-        store = build_windows(pool, out / "pool", cfg.corpus.window_length, cfg.corpus.shard_windows,
+        store = build_windows(_pool_documents(cfg), out / "pool", cfg.corpus.window_length, cfg.corpus.shard_windows,
                               load_tokenizer(tokenizer.path / "tokenizer.json"))
-        (out / "splits.json").write_text(json.dumps({"pool": {"documents": len(pool), "windows": len(store)}}, indent=1))
+        (out / "splits.json").write_text(json.dumps({"pool": {"documents": len(store.doc_table), "windows": len(store)}}, indent=1))
 
     return cache.run("pool", inputs, build)
 

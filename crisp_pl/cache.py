@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crisp_pl.config import stable_hash
+from crisp_pl.distributed import is_worker
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,27 @@ class StageCache:
         path = self.path(stage, key)
         return CacheEntry(stage, key, path) if path.is_dir() and intact(path) else None
 
-    def run(self, stage: str, inputs: Any, build: Callable[[Path], None]) -> CacheEntry:
+    def run(self, stage: str, inputs: Any, build: Callable[[Path], None], collective: bool = False) -> CacheEntry:
         """Return the cached output for `inputs`, building it with `build(partial_dir)` if missing.
 
         `inputs` is everything the output depends on (configs and upstream keys); it is hashed into
         the key and saved as `inputs.json` beside the output, so a cache folder explains itself.
+
+        In a multi-process run (crisp_pl.distributed), rank 0 builds and finishes every stage; the other
+        ranks wait for it, except in a `collective` stage (a DDP fit), whose `build` every rank runs in the
+        same partial folder (only rank 0 writes there) before rank 0 finishes it.
         """
         key = stable_hash(inputs)
         final = self.path(stage, key)
         if final.is_dir() and intact(final):
+            return CacheEntry(stage, key, final)
+        if is_worker():
+            if collective:
+                partial = final.with_name(key + ".partial")
+                while not partial.is_dir() and not final.is_dir():  # rank 0 makes it before it builds
+                    time.sleep(0.05)
+                build(partial)
+            _wait_for(final, f"{stage}/{key}")
             return CacheEntry(stage, key, final)
         with exclusive(final.with_name(key + ".lock"), f"{stage}/{key}"):
             if final.is_dir():  # finished (or damaged) while this process waited for the lock
@@ -106,6 +119,16 @@ class StageCache:
 
 
 MANIFEST = "manifest.json"
+
+
+def _wait_for(final: Path, what: str) -> None:
+    """A worker rank: wait until rank 0 has finished the stage (it fails or is killed: the launcher ends the run)."""
+    waited = 0.0
+    while not final.is_dir():
+        time.sleep(0.1)
+        waited += 0.1
+        if waited >= 600 and waited % 600 < 0.1:
+            print(f"cache: rank waiting {waited / 60:.0f} min for rank 0 to finish {what}", flush=True)
 
 
 @contextmanager

@@ -45,6 +45,7 @@ import yaml
 from crisp_pl.cache import StageCache, exclusive
 from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, non_defaults, parse_set, stable_hash, to_dict
 from crisp_pl.corpus.packages import cache_dir
+from crisp_pl.distributed import is_worker
 from crisp_pl.model.ladder import apply_ladder
 from crisp_pl.selection import get_method
 from crisp_pl.tracking import TrackedRun, Tracker, provenance
@@ -333,6 +334,8 @@ class StudyRunner:
         return rows
 
     def run(self) -> list[dict]:
+        if is_worker():
+            return self._run_as_worker()
         # one process per study and results folder: a second `crisp study run` of it waits, then finds it done
         print(f"study {self.study.name} [{self.scale}]: {len(self.points)} points; results in {self.results_dir.resolve()}", flush=True)
         with exclusive(self.results_dir / "locks" / f"{self.study.name}-{self.study_hash}.lock", f"study {self.study.name}"):
@@ -368,6 +371,15 @@ class StudyRunner:
             done.append({"point": point.name, "run_id": run_id, "skipped": False, **result.metrics})
         self.tracker.end_run(parent_id, "FINISHED")
         return done
+
+    def _run_as_worker(self) -> list[dict]:
+        """A rank > 0 of a multi-process run: every point's stages in rank 0's order, joining the training
+        stages and waiting in the cache for the rest; nothing goes to MLflow (rank 0 logs each point)."""
+        from crisp_pl.stages import run_point
+
+        for point in self.points:
+            run_point(point.config, self.cache)
+        return []
 
     def _log_result(self, run_id: str, point: Point, result) -> None:
         tags = {"crisp.checkpoint": str(result.artifacts.get("checkpoint", ""))}  # checkpoints stay in the cache; the tag says where

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.config import ConfigError, RunConfig, TrainConfig, stable_hash, to_dict
+from crisp_pl.distributed import is_worker
 from crisp_pl.model.checkpoint import load_gpt
 from crisp_pl.model.gpt import GPT, GPTConfig, padded_vocab_size
 from crisp_pl.sampling import Groups
@@ -82,7 +83,8 @@ def _record(out: Path, trainer, module, started: float, continued: TrainRecord |
                          tokens=float(module.tokens_seen), flops=module.flops_seen, params=module.gpt.num_params(),
                          devices=trainer.world_size, micro_batch=trainer.datamodule.batch_size,
                          accumulate=trainer.accumulate_grad_batches, **extra)
-    (out / "train.json").write_text(json.dumps({k: v for k, v in dataclasses.asdict(record).items() if v is not None}, indent=1))
+    if trainer.is_global_zero:  # in a DDP run the other ranks trained the same model: rank 0 records it
+        (out / "train.json").write_text(json.dumps({k: v for k, v in dataclasses.asdict(record).items() if v is not None}, indent=1))
 
 
 def validation_windows(cfg: RunConfig, prepared: Prepared):
@@ -142,7 +144,7 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection
                                         callbacks=callbacks)
         _record(out, trainer, module, started)
 
-    return cache.run("train", inputs, build)
+    return cache.run("train", inputs, build, collective=True)
 
 
 def base_train_config(cfg: RunConfig) -> TrainConfig:
@@ -167,7 +169,7 @@ def base_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, logger=Non
             continued = _continue_from(phase, out)
         _fit_on_pool(cfg, prepared, train, out, logger, started, continued)
 
-    return cache.run("base", dict(stem, train=_train_inputs(train)), build)
+    return cache.run("base", dict(stem, train=_train_inputs(train)), build, collective=True)
 
 
 def _stable_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, train: TrainConfig, stem: dict) -> CacheEntry:
@@ -183,14 +185,17 @@ def _stable_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, train: 
             continued = _continue_from(max(shorter, key=lambda item: item[0])[1], out)
         _fit_on_pool(cfg, prepared, train, out, None, started, continued)
 
-    return cache.run("stable", {"run": run, "steps": train.max_steps}, build)
+    return cache.run("stable", {"run": run, "steps": train.max_steps}, build, collective=True)
 
 
 def _continue_from(entry: CacheEntry, out: Path) -> TrainRecord:
     """Make `entry`'s final checkpoint (weights, optimizer, step) the one `fit_resumable` resumes from,
     unless a killed attempt of this stage has already gone further; returns `entry`'s record."""
     resume = out / "checkpoints" / "last.ckpt"
-    if not resume.exists():
+    if is_worker():  # rank 0 copies it; every rank resumes from it
+        while not resume.exists():
+            time.sleep(0.05)
+    elif not resume.exists():
         resume.parent.mkdir(parents=True, exist_ok=True)
         partial = resume.with_suffix(".copy")
         shutil.copyfile(entry.path / "final.ckpt", partial)
@@ -228,4 +233,4 @@ def finetune_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, pretra
                                                   validate_every=ft.val_every, patience=ft.patience, logger=logger)
         _record(out, trainer, module, started, best_val_loss=best)
 
-    return cache.run("finetune", inputs, build)
+    return cache.run("finetune", inputs, build, collective=True)

@@ -120,6 +120,7 @@ def fit_early_stopped(make_module: Callable[[], L.LightningModule], data, train:
     trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[best, stop],
                             accumulate=data.accumulate)
     trainer.fit(module, datamodule=data)
-    os.replace(best.best_model_path, folder / "final.ckpt")
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    if trainer.is_global_zero:  # the one process that writes the stage's folder
+        os.replace(best.best_model_path, folder / "final.ckpt")
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     return trainer, module, float(best.best_model_score)

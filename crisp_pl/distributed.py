@@ -1,0 +1,23 @@
+"""Which process of a multi-process run this is, from the launcher's environment.
+
+Multi-GPU and multi-node runs are started by an external launcher that runs the same `crisp`
+command in every process (`torchrun --nproc_per_node=8 -m crisp_pl.cli study run NAME ...`, or
+SLURM's `srun`), each with `RANK` set; Lightning's DDP strategy reads the same environment and
+joins them, so no process is spawned from inside a study. Rank 0 builds every stage that one
+process computes (data, selection, evaluation) and alone writes to MLflow; the others wait for those
+stages in the cache and join the stages that train (crisp_pl.cache: `collective`).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def global_rank() -> int:
+    """This process's rank over all nodes (0 without a launcher)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def is_worker() -> bool:
+    """A process of rank > 0: it computes only its share of the training stages."""
+    return global_rank() > 0

@@ -1,0 +1,53 @@
+"""Multi-process training on CPU, as a GPU cluster runs it: `torchrun` starts the same `crisp study run`
+in two processes, Lightning's DDP joins them over gloo, rank 0 builds the data stages and logs to
+MLflow while rank 1 waits for them in the cache and trains its share of every training stage."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crisp_pl.stages.training import TrainRecord
+from crisp_pl.study import StudyRunner, load_study
+from tests.test_study import SEEDED_STUDY
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_study_trains_under_ddp_in_two_processes(tmp_path):
+    spec = dict(SEEDED_STUDY, name="ddp", seeds=[0])
+    study_file = tmp_path / "ddp.yaml"
+    study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    results = tmp_path / "results"
+    sets = [f"results_dir={results}", "train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "crisp_pl.cli",
+               "study", "run", str(study_file), *[x for s in sets for x in ("--set", s)]]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    runner = StudyRunner(load_study(str(study_file)), "tiny", sets)
+    assert [r["state"] for r in runner.status()] == ["done"] * 3
+    children = runner.client.search_runs([runner.tracker.experiment], "tags.`crisp.kind` = 'point'")
+    assert len(children) == 3  # rank 1 logged nothing
+    runs = runner.results().runs.set_index("group")
+    steps, per_device = SEEDED_STUDY["config"]["train"]["max_steps"], SEEDED_STUDY["config"]["train"]["batch_size"]
+    for group in ("generalist", "crisp"):
+        # tokens and FLOPs add up over the two ranks: each drew its own batch of `batch_size` windows a step
+        assert runs.loc[group, "train/final_tokens"] == steps * per_device * 2 * 63
+        assert runs.loc[group, "data/samples"] == steps * per_device * 2
+        assert runs.loc[group, "train/final_devices"] == 2
+    train = [TrainRecord.load(e) for e, _ in runner.cache.finished("train")]
+    assert len(train) == 2 and all(r.devices == 2 and r.steps == steps for r in train)
+    assert runs.loc["crisp+ft", "finetune/devices"] == 2

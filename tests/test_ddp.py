@@ -1,9 +1,12 @@
 """Multi-process training on CPU, as a GPU cluster runs it: `torchrun` starts the same `crisp study run`
 in two processes, Lightning's DDP joins them over gloo, rank 0 builds the data stages and logs to
-MLflow while rank 1 waits for them in the cache and trains its share of every training stage."""
+MLflow while rank 1 waits for them in the cache and trains its share of every training stage. Killed as
+the first mid-run checkpoint is written and rerun, the same command ends with the same bytes in every
+stage (checkpoints: the same tensors) and the same metrics as the uninterrupted DDP run."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +18,7 @@ import yaml
 
 from crisp_pl.stages.training import TrainRecord
 from crisp_pl.study import StudyRunner, load_study
+from tests.test_kill import KILLER, assert_same_outputs, final_metrics
 from tests.test_study import SEEDED_STUDY
 
 
@@ -30,11 +34,15 @@ def test_a_study_trains_under_ddp_in_two_processes(tmp_path):
     study_file = tmp_path / "ddp.yaml"
     study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     results = tmp_path / "results"
-    sets = [f"results_dir={results}", "train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "crisp_pl.cli",
-               "study", "run", str(study_file), *[x for s in sets for x in ("--set", s)]]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ddp = ["train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
+    sets = [f"results_dir={results}", *ddp]
+
+    def torchrun(folder: Path, *program: str) -> subprocess.CompletedProcess:
+        command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", f"--master_port={free_port()}", *program,
+                   "study", "run", str(study_file), *[x for s in (f"results_dir={folder}", *ddp) for x in ("--set", s)]]
+        return subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    done = torchrun(results, "-m", "crisp_pl.cli")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     runner = StudyRunner(load_study(str(study_file)), "tiny", sets)
@@ -51,3 +59,15 @@ def test_a_study_trains_under_ddp_in_two_processes(tmp_path):
     train = [TrainRecord.load(e) for e, _ in runner.cache.finished("train")]
     assert len(train) == 2 and all(r.devices == 2 and r.steps == steps for r in train)
     assert runs.loc["crisp+ft", "finetune/devices"] == 2
+
+    # killed as the first mid-run checkpoint is written, rerun: the same models and metrics, bit for bit
+    killed = tmp_path / "killed"
+    rigged = tmp_path / "killer.py"
+    rigged.write_text(KILLER)
+    cut = torchrun(killed, str(rigged), "train:checkpoints/*.ckpt")
+    assert cut.returncode != 0 and list((killed / "cache" / "train").glob("*.partial/checkpoints/*.ckpt")), cut.stdout[-3000:] + cut.stderr[-5000:]
+    done = torchrun(killed, "-m", "crisp_pl.cli")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_same_outputs(results, killed)
+    resumed = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={killed}", *ddp])
+    assert json.dumps(final_metrics(resumed), sort_keys=True) == json.dumps(final_metrics(runner), sort_keys=True)  # NaN == NaN

@@ -37,9 +37,9 @@ if stage_name == "mlflow":
     tracking.Tracker.log_point = log_then_die
 else:
     run = cache.StageCache.run
-    def rigged(self, stage, inputs, build):
+    def rigged(self, stage, inputs, build, **kwargs):
         if stage != stage_name:
-            return run(self, stage, inputs, build)
+            return run(self, stage, inputs, build, **kwargs)
         def build_then_die(out):
             if pattern:
                 def watch():
@@ -49,7 +49,7 @@ else:
                 threading.Thread(target=watch, daemon=True).start()
             build(out)
             die()
-        return run(self, stage, inputs, build_then_die)
+        return run(self, stage, inputs, build_then_die, **kwargs)
     cache.StageCache.run = rigged
 from crisp_pl.cli import main
 sys.exit(main(sys.argv[2:]))

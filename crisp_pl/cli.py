@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
             return _study(args)
         if args.command == "figures":
             from analysis.figures import draw_study
-
             from crisp_pl.study import StudyRunner
 
             runner = StudyRunner(_load(args), args.scale, args.sets)
@@ -265,7 +264,6 @@ def _plan(runner) -> int:
 def _fit(args) -> int:
     from analysis.fit_report import fit_task
     from analysis.split_runs import split_frame
-
     from crisp_pl.study import StudyRunner
 
     results = StudyRunner(_load(args), args.scale, args.sets).results()
@@ -282,7 +280,6 @@ def _split_plan(args) -> int:
 
     from analysis.fit_report import load_fit
     from analysis.split_plan import optimal_split
-
     from crisp_pl.study import points
 
     study = _load(args)

@@ -183,8 +183,12 @@ class EmbedConfig:
     """How a window longer than `max_seq_length` pieces is embedded: `truncate` (its first pieces) or `mean_chunks` (mean of its chunks' unit embeddings, renormalized)."""
     device: str = "auto"
     """`auto` (cuda if present), `cpu` or `cuda`."""
+    shard_rows: int = 65536
+    """Rows per embedding shard: the unit a killed run resumes at and that ranks split among them."""
 
     def __post_init__(self):
+        if self.shard_rows < 1:
+            raise ConfigError(f"embed.shard_rows must be >= 1, got {self.shard_rows}")
         if self.kind not in ("sbert", "lsi", "random"):
             raise ConfigError(f"embed.kind must be `sbert`, `lsi` or `random`, got {self.kind!r}")
         if self.long_window not in ("truncate", "mean_chunks"):

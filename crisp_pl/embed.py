@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -199,20 +200,22 @@ def shard_path(out_dir: str | Path, index: int) -> Path:
 
 def embed_windows(texts_fn: Callable[[int, int], list[str]], n: int, cfg: EmbedConfig, out_dir: str | Path,
                   shard_size: int = 65536, model=None, progress: bool = True,
-                  encode: Callable[[list[str]], np.ndarray] | None = None) -> list[Path]:
+                  encode: Callable[[list[str]], np.ndarray] | None = None, rank: int = 0, world: int = 1) -> list[Path]:
     """Embed windows 0..n-1 into fp16 shards `emb-00000.npy`, ... of `shard_size` rows under `out_dir`.
 
     `texts_fn(start, stop)` returns the window texts of that range; `encode(texts)`, when given, embeds
     them in place of SBERT (crisp_pl.embedders). Shards are written atomically (temp file +
-    os.replace) and existing ones are kept, so a killed run resumes where it stopped.
+    os.replace) and existing ones are kept, so a killed run resumes where it stopped, on any number
+    of processes: of `world` processes sharing `out_dir`, process `rank` embeds shards rank, rank +
+    world, ... and rank 0 then waits for the others' (a shard's rows do not depend on who embeds it).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(math.ceil(n / shard_size)):
+    paths = [shard_path(out_dir, index) for index in range(math.ceil(n / shard_size))]
+    for index, path in enumerate(paths):
         start, stop = index * shard_size, min(n, (index + 1) * shard_size)
-        path = shard_path(out_dir, index)
-        paths.append(path)
+        if index % world != rank:
+            continue
         if path.exists():
             _check_shard(path, stop - start)
             continue
@@ -224,6 +227,8 @@ def embed_windows(texts_fn: Callable[[int, int], list[str]], n: int, cfg: EmbedC
             continue
         model = load_embedder(cfg) if model is None else model  # loaded only when a shard is missing
         _save_atomic(path, embed_texts(texts, cfg, model=model, progress=progress))
+    while rank == 0 and not all(path.exists() for path in paths):  # rank 0 finishes the folder: the others' shards first
+        time.sleep(0.1)
     return paths
 
 

@@ -22,9 +22,9 @@ import pandas as pd
 
 from crisp_pl import seeds
 from crisp_pl.config import ConfigError, RunConfig
-from crisp_pl.coverage import verdict
 from crisp_pl.corpus.tokenizer import load_tokenizer
 from crisp_pl.corpus.windows import WindowStore
+from crisp_pl.coverage import verdict
 from crisp_pl.sampling import Groups
 from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_draws
 from crisp_pl.stages.data import prepare

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -71,3 +72,38 @@ def test_a_study_trains_under_ddp_in_two_processes(tmp_path):
     assert_same_outputs(results, killed)
     resumed = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={killed}", *ddp])
     assert json.dumps(final_metrics(resumed), sort_keys=True) == json.dumps(final_metrics(runner), sort_keys=True)  # NaN == NaN
+
+
+PREPARE = r"""
+import sys
+import numpy as np
+from crisp_pl.cache import StageCache
+from crisp_pl.config import build_run_config
+from crisp_pl.embed import load_embeddings
+from crisp_pl.stages.data import prepare
+from tests.test_study import MICRO_STUDY
+
+cfg = build_run_config(MICRO_STUDY["config"], {"results_dir": sys.argv[1], "embed": {"shard_rows": 40}})
+prepared = prepare(StageCache(sys.argv[1] + "/cache"), cfg, need_embeddings=True)
+np.save(sys.argv[1] + "/pool.npy", load_embeddings(prepared.embeddings["pool"].path))
+np.save(sys.argv[1] + "/train.npy", load_embeddings(prepared.embeddings["train"].path))
+"""
+
+
+@pytest.mark.slow
+def test_embedding_shards_split_over_processes_give_the_one_process_embeddings(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    one, two = tmp_path / "one", tmp_path / "two"
+    alone = subprocess.run([sys.executable, "-c", PREPARE, str(one)], capture_output=True, text=True, timeout=600, env=env)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    script = tmp_path / "prepare.py"
+    script.write_text(PREPARE)
+    shared = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", f"--master_port={free_port()}",
+                             str(script), str(two)], capture_output=True, text=True, timeout=600, env=env)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    for name in ("pool", "train"):
+        a, b = np.load(one / f"{name}.npy"), np.load(two / f"{name}.npy")
+        assert a.shape == b.shape and len(a) > 80 and np.array_equal(a, b), name  # several shards, the same bits
+    finished = [p for p in (two / "cache" / "embeddings").iterdir() if p.is_dir()]
+    assert len(finished) == 2 and not list((two / "cache" / "embeddings").glob("*.partial"))
+    assert sorted(len(list(p.glob("emb-*.npy"))) for p in finished) == sorted(-(-len(np.load(two / f"{n}.npy")) // 40) for n in ("pool", "train"))

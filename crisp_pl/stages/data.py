@@ -31,6 +31,7 @@ from crisp_pl.config import ConfigError, RunConfig, to_dict
 from crisp_pl.corpus.tasks import iter_corpus, load_corpus, load_task_documents, split_task, unit_hash
 from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
 from crisp_pl.corpus.windows import WindowStore, build_windows
+from crisp_pl.distributed import global_rank, is_worker, world_size
 from crisp_pl.embed import EMB_DIM, embed_windows, load_embedder, load_embeddings, split_for_embedder
 from crisp_pl.embedders import LSI, LSI_MIN_DF, random_unit_vectors
 from crisp_pl.evaluate.sample import stratified_sample
@@ -175,7 +176,7 @@ def _embed_inputs(cfg: RunConfig, *drop: str) -> dict:
     if cfg.embed.kind != "sbert":
         return {"kind": cfg.embed.kind}
     embed = to_dict(cfg.embed)
-    for key in ("kind", "batch_size", "device", *drop):
+    for key in ("kind", "batch_size", "device", "shard_rows", *drop):  # how the work is cut does not change a row
         embed.pop(key)
     return embed
 
@@ -208,9 +209,10 @@ def embeddings_stage(cache: StageCache, cfg: RunConfig, windows: CacheEntry, spl
 
     def build(out: Path) -> None:
         store = WindowStore(windows.path / split)
-        embed_windows(lambda start, stop: store.texts(range(start, stop)), len(store), cfg.embed, out, encode=encode)
+        embed_windows(lambda start, stop: store.texts(range(start, stop)), len(store), cfg.embed, out, cfg.embed.shard_rows,
+                      encode=encode, rank=global_rank(), world=world_size())
 
-    return cache.run("embeddings", inputs, build)
+    return cache.run("embeddings", inputs, build, collective=True)  # each rank embeds its share of the shards
 
 
 def specialist_embeddings_stage(cache: StageCache, cfg: RunConfig, task: CacheEntry, pool: CacheEntry) -> CacheEntry:
@@ -227,10 +229,12 @@ def specialist_embeddings_stage(cache: StageCache, cfg: RunConfig, task: CacheEn
     def build(out: Path) -> None:
         texts = pd.read_parquet(task.path / TRAIN_TEXTS)["text"].tolist()
         pieces, owner = split_for_embedder(texts, load_embedder(cfg.embed).tokenizer, cfg.embed.max_seq_length)
-        embed_windows(lambda start, stop: pieces[start:stop], len(pieces), cfg.embed, out, encode=encode)
-        np.save(out / "owner.npy", owner)
+        embed_windows(lambda start, stop: pieces[start:stop], len(pieces), cfg.embed, out, cfg.embed.shard_rows,
+                      encode=encode, rank=global_rank(), world=world_size())
+        if not is_worker():
+            np.save(out / "owner.npy", owner)
 
-    return cache.run("embeddings", inputs, build)
+    return cache.run("embeddings", inputs, build, collective=True)
 
 
 def specialist_pieces(prepared: "Prepared", subset: np.ndarray) -> np.ndarray:

@@ -24,8 +24,13 @@ MINILM_LAYERS, MINILM_WIDTH, MINILM_MLP = 6, 384, 1536
 
 def embedding_flops(n_windows: int, cfg: EmbedConfig, chunks_per_window: float = 1.0) -> float:
     """Forward FLOPs of MiniLM over `n_windows` windows of `max_seq_length` word pieces (an upper bound:
-    shorter windows are padded no further than their batch). `mean_chunks` embeds several chunks a window."""
+    shorter windows are padded no further than their batch). `mean_chunks` embeds several chunks a window.
+    LSI: its projection, 2 x 384 FLOPs per nonzero TF-IDF term, at most a term per word piece; random: none."""
     pieces = cfg.max_seq_length
+    if cfg.kind == "random":
+        return 0.0
+    if cfg.kind == "lsi":
+        return float(n_windows * chunks_per_window * pieces * 2 * MINILM_WIDTH)
     matmul = 2 * MINILM_LAYERS * (4 * MINILM_WIDTH**2 + 2 * MINILM_WIDTH * MINILM_MLP)  # per piece
     attention = 2 * 2 * MINILM_LAYERS * pieces * MINILM_WIDTH  # QK^T and AV, per piece
     return float(n_windows * chunks_per_window * pieces * (matmul + attention))

@@ -216,3 +216,11 @@ def test_costs_read_in_units():
     assert format_quantity(3.004e-7, "hours") == "0.00108 s" and format_quantity(0.2, "hours") == "12 min"
     assert format_quantity(5.0, "hours") == "5 h" and format_quantity(1.2e6, "") == "1.2 M" and format_quantity(2016, "") == "2.02 k"
     assert format_quantity(0.0, "FLOP") == "0" and format_quantity(float("nan"), "hours") == "-"
+
+
+def test_embedding_flops_follow_the_embedder():
+    from crisp_pl.config import EmbedConfig
+    from crisp_pl.costs import embedding_flops
+
+    sbert, lsi = embedding_flops(1000, EmbedConfig()), embedding_flops(1000, EmbedConfig(kind="lsi"))
+    assert sbert > 1000 * lsi > 0 and embedding_flops(1000, EmbedConfig(kind="random")) == 0  # the ablation's costs differ

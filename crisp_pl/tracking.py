@@ -200,10 +200,16 @@ def relocate(results_dir: Path) -> None:
 def experiment_id(client, name: str, results_dir: str | Path) -> str:
     """Get or create the experiment, keeping its artifacts under the results folder (not the cwd)."""
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    artifacts = (Path(results_dir).resolve() / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    if found is None:
+        artifacts = (Path(results_dir).resolve() / "mlartifacts").as_uri()
+        found = client.get_experiment(client.create_experiment(name, artifact_location=artifacts))
+    if found.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+        # without it the UI opens on its GenAI overview (traces, latency), one toggle away from the runs
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return found.experiment_id
+
+
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def provenance() -> dict[str, str]:

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             results = runner.results()
             for path in draw_study(results):
                 print(path)
-            runner.attach_figures(results.folder)
+            runner.attach_figures(results.folder, results.runs)
             return 0
         if args.command == "coverage":
             from crisp_pl.explain import coverage_lines, coverage_report

@@ -256,7 +256,20 @@ class StudyResults:
 
 
 STAGES_ARTIFACT = "stages.json"  # a point's stage name -> cache key (crisp inspect reads the stages back through it)
-PLACE_KEYS = ("results_dir", "tracking")  # where a study's results go, left out of its identity
+PLACE_KEYS = ("results_dir", "tracking")
+
+
+def group_means(runs: pd.DataFrame) -> dict[str, float]:
+    """`TASK/GROUP/METRIC` -> the group's mean over seeds of its test ppl and accuracy (a group's name in
+    MLflow's metric alphabet: `crisp,task.train_share=0.25` -> `crisp task.train_share 0.25`)."""
+    out = {}
+    for (task, group), rows in runs.groupby(["task", "group"], sort=False):
+        name = group.replace(",", " ").replace("=", " ").replace("+", " plus ")
+        for metric in ("ppl", "acc", "acc_norm"):
+            column = f"test/{task}/{metric}"
+            if column in rows and rows[column].notna().any():
+                out[f"{task}/{name}/{metric}"] = float(rows[column].mean())
+    return out  # where a study's results go, left out of its identity
 
 
 class StudyRunner:
@@ -303,7 +316,11 @@ class StudyRunner:
             return found
         # the description is MLflow's run note (shown on the run's page); the study file is an artifact
         tags = dict(self.parent_tags(), **{"mlflow.note.content": self.study.description.strip()})
-        run = self.tracker.create_run(f"{self.study.name} [{self.scale}]", tags, {"points": len(self.points)})
+        scale_grid = self.study.scales.get(self.scale, {}).get("grid", {})  # a scale's own values, as points() takes them
+        grid = {f"grid.{key}": values for key, values in {**self.study.grid, **scale_grid}.items()}
+        run = self.tracker.create_run(f"{self.study.name} [{self.scale}]", tags,
+                                      {"points": len(self.points), "seeds": self.study.seeds, **grid,
+                                       "variants": list(self.study.variants)})
         self.tracker.client.log_dict(run.run_id, self.provenance, "provenance.json")
         if self.study.path is not None:
             self.tracker.client.log_artifact(run.run_id, str(self.study.path))
@@ -390,11 +407,17 @@ class StudyRunner:
         self.tracker.log_point(run_id, result.metrics, tags, documents, artifacts)
         self.tracker.end_run(run_id, "FINISHED")
 
-    def attach_figures(self, folder: Path) -> None:
-        """The study's figures and tables as artifacts of its parent run (`figures/`), beside the study file."""
+    def attach_figures(self, folder: Path, runs: pd.DataFrame | None = None) -> None:
+        """The study's figures and tables as artifacts of its parent run (`figures/`), beside the study file,
+        and each group's mean test metrics over seeds as the parent's metrics (`TASK/GROUP/ppl`), so the
+        parent run alone says what the study found."""
         parent = self.parent(create=False)
-        if parent is not None and folder.is_dir():
+        if parent is None:
+            return
+        if folder.is_dir():
             self.tracker.client.log_artifacts(parent.run_id, str(folder), "figures")
+        if runs is not None:
+            self.tracker.log_summary(parent.run_id, group_means(runs))
 
     def results(self) -> StudyResults:
         """The finished points of this study's parent run, their val/loss curves and CRISP histograms, for figures."""

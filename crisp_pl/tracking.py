@@ -102,6 +102,12 @@ class Tracker:
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
 
+    def log_summary(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+
     # reading back
 
     def finished_children(self, parent_id: str) -> pd.DataFrame:

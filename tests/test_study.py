@@ -81,6 +81,10 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, c
     runner.attach_figures(runner.results().folder)
     parent = runner.parent(create=False).run_id
     assert runner.client.get_run(parent).data.tags["mlflow.note.content"] == load_study(str(study_file)).description.strip()
+    runner.attach_figures(runner.results().folder, runner.results().runs)
+    summary = runner.client.get_run(parent)
+    assert summary.data.params["grid.selection.method"] == "['uniform', 'crisp', 'specialist']"
+    assert summary.data.metrics["medical/selection.method crisp/ppl"] == pytest.approx(rows[1]["test/medical/ppl"])
     experiment = runner.client.get_experiment(runner.tracker.experiment)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs, not GenAI traces
     logged = {a.path for a in runner.client.list_artifacts(parent)} | {a.path for a in runner.client.list_artifacts(parent, "figures")}

@@ -5,9 +5,10 @@ faiss-CPU over torch ratio of total fit time on the same data. On a GPU machine:
 
     python benchmarks/cluster_scale.py --n 1000000 --levels 64,1024,16384
 
-CPU smoke check:
+CPU smoke check, and the per-parent against the batched level fit:
 
     python benchmarks/cluster_scale.py --n 20000 --levels 8,64
+    python benchmarks/cluster_scale.py --n 200000 --levels 16,256,4096 --fits per_parent,batched --data blobs
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ def make_data(n: int, d: int, kind: str, seed: int = 0) -> np.ndarray:
     return out
 
 
-def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict) -> float:
-    """Fit + assign with one backend; prints its figures and returns the total fit seconds."""
+def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict, fit: str = "per_parent") -> float:
+    """Fit + assign with one backend and level fit; prints its figures (and the leaves' squared error) and
+    returns the total fit seconds."""
     from crisp_pl.cluster import ClusterTree, resolve_backend
     from crisp_pl.config import ClusterConfig
 
     resolved = resolve_backend(backend)
-    tree = ClusterTree.fit(x, ClusterConfig(levels=levels, niter=niter, backend=backend), progress=False)
+    tree = ClusterTree.fit(x, ClusterConfig(levels=levels, niter=niter, backend=backend, fit=fit), progress=False)
+    base = dict(base, fit=fit)
     for level, seconds in enumerate(tree.fit_seconds_):
         print(json.dumps(dict(base, backend=resolved, figure="fit_level", level=level, clusters=levels[level],
                               seconds=round(seconds, 3), vectors_per_s=round(len(x) / seconds, 1))))
@@ -49,8 +52,10 @@ def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict) 
     labels = tree.assign(x)
     seconds = time.perf_counter() - start
     agree = float((labels == tree.labels_).all(1).mean())
+    leaves = tree.centroids[-1][labels[:, -1]]
+    sse = float(sum(((x[s : s + 65536].astype(np.float32) - leaves[s : s + 65536]) ** 2).sum() for s in range(0, len(x), 65536)))
     print(json.dumps(dict(base, backend=resolved, figure="assign", levels=levels, seconds=round(seconds, 3),
-                          vectors_per_s=round(len(x) / seconds, 1), same_as_fit=agree)))
+                          vectors_per_s=round(len(x) / seconds, 1), same_as_fit=agree, leaf_sse_per_vector=round(sse / len(x), 5))))
     return sum(tree.fit_seconds_)
 
 
@@ -63,6 +68,7 @@ def main() -> None:
     parser.add_argument("--data", choices=("random", "blobs"), default="random")
     parser.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
     parser.add_argument("--no-compare", action="store_true", help="skip the faiss-CPU vs torch comparison")
+    parser.add_argument("--fits", default="per_parent", help="level fits to run, comma separated: per_parent,batched")
     args = parser.parse_args()
 
     import torch
@@ -77,6 +83,13 @@ def main() -> None:
             "date": datetime.date.today().isoformat()}
 
     main_backend = resolve_backend(args.backend)
+    fits = args.fits.split(",")
+    for fit in fits[1:]:  # the other level fits first, same data and backend: the ratio to the first is theirs
+        other = run(x, levels, args.backend, args.niter, base, fit)
+        first = run(x, levels, args.backend, args.niter, base, fits[0])
+        print(json.dumps(dict(base, figure=f"ratio_{fits[0]}_over_{fit}", levels=levels, ratio=round(first / other, 2))))
+    if len(fits) > 1:
+        return
     seconds = {main_backend: run(x, levels, args.backend, args.niter, base)}
     if not args.no_compare and _faiss_gpus() == 0:  # faiss on CPU only: compare it with torch
         other = "torch" if main_backend == "faiss" else "faiss"

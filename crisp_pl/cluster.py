@@ -11,6 +11,10 @@ level stays a dense (k, d) array. Copies are never assigned: argmin keeps the fi
 and `valid` marks them so assignment masks them out even where float rounding could break a tie
 the other way.
 
+`cluster.fit: batched` fits each level below the first in one batched Lloyd over all its parents
+(`_fit_level_batched`) instead of a k-means per parent: the 262k-leaf level is then a few large
+tensor operations per iteration rather than ~16k sequential fits.
+
 Backends: `faiss` (faiss.Kmeans, on GPU when faiss sees one) and `torch` (Lloyd iterations with
 the distance work as matmuls: fp16 on cuda, fp32 on cpu). Both start from the same k-means++
 seeding. Every fit draws from its own generator, seeded from `(cfg.seed, level, parent)`, so the
@@ -270,7 +274,10 @@ class ClusterTree:
             start = time.perf_counter()
             parent = labels[:, level - 1] if level else None  # level 0: every point under one root
             above = tree.centroids[level - 1] if level else np.zeros((1, x.shape[1]), np.float32)
-            c, v = _fit_level(data, parent, above, k // len(above), cfg, level, backend, progress)
+            if level and cfg.fit == "batched":
+                c, v = _fit_level_batched(data, parent, above, k // len(above), cfg, level)
+            else:
+                c, v = _fit_level(data, parent, above, k // len(above), cfg, level, backend, progress)
             tree.centroids.append(c)
             tree.valid.append(v)
             tree._tensors = None
@@ -348,6 +355,82 @@ def _fit_level(data, parent: np.ndarray | None, above: np.ndarray, branch: int, 
         slot = slice(p * branch, (p + 1) * branch)
         centroids[slot], valid[slot] = _fit_children(data, idx, branch, above, p, cfg, rng, backend)
     return centroids, valid
+
+
+def _fit_level_batched(data, parent: np.ndarray, above: np.ndarray, branch: int, cfg: ClusterConfig, level: int):
+    """Every parent's children at once (`cluster.fit: batched`): one Lloyd pass per iteration over all
+    parents' samples, each point against its own parent's `branch` children (a gather and a batched
+    product), so a level costs a few large tensor operations instead of a k-means per parent.
+
+    Each parent keeps a seeded random sample of at most branch * max_points_per_centroid of its points
+    and is seeded by D^2 sampling on it, all parents at once (`_seed_batched`); a parent with at most
+    `branch` points gets them as its children, padded with copies, as in the per-parent fit."""
+    import torch
+
+    n_parents, cap = len(above), branch * cfg.max_points_per_centroid
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(level, n_parents)))
+    order = np.lexsort((rng.random(len(parent)), parent))  # grouped by parent, in random order within each
+    counts = np.bincount(parent, minlength=n_parents)
+    rank = np.arange(len(order)) - (np.cumsum(counts) - counts)[parent[order]]
+    keep, rank = order[rank < cap], rank[rank < cap]
+    first = np.cumsum(np.minimum(counts, cap)) - np.minimum(counts, cap)  # each parent's first sampled row in `keep`
+
+    slot_parent, slot = np.repeat(np.arange(n_parents), branch), np.tile(np.arange(branch), n_parents)
+    seeds = np.minimum(counts, branch)[slot_parent]  # children a parent can really have
+    valid = np.where(seeds > 0, slot < seeds, slot == 0)
+    source = keep[np.minimum(first[slot_parent] + slot % np.maximum(seeds, 1), len(keep) - 1)]  # empty parents: unused
+    device, dtype = _compute()
+    centers = torch.from_numpy(np.where((seeds > 0)[:, None], _rows(data, source, tensor=False),
+                                        np.repeat(above, branch, axis=0))).float().to(device)
+    fitted = torch.as_tensor((counts > branch)[slot_parent], device=device)  # the others keep their points
+    x = _rows(data, keep, tensor=True)
+    owner = torch.as_tensor(parent[keep], device=device).long()
+    seeded = _seed_batched(x, owner, torch.as_tensor(first, device=device), torch.as_tensor(np.minimum(counts, cap), device=device),
+                           branch, rng)
+    centers = torch.where(fitted[:, None], seeded, centers)
+    chunk = max(1, _BUDGET[device] // (branch * x.shape[1]))
+    for _ in range(cfg.niter):
+        grouped = centers.view(n_parents, branch, -1).to(dtype)
+        sums, hits = torch.zeros_like(centers), torch.zeros(len(centers), dtype=torch.long, device=device)
+        for s in range(0, len(x), chunk):
+            xc, pc = x[s : s + chunk], owner[s : s + chunk]
+            children = grouped[pc]  # (m, branch, d): each point's own parent's children
+            dist = (children.float() ** 2).sum(-1) - 2 * torch.einsum("md,mbd->mb", xc.float(), children.float())
+            labels = pc * branch + dist.argmin(1)
+            sums.index_add_(0, labels, xc.float())
+            hits += torch.bincount(labels, minlength=len(centers))
+        moved = fitted & (hits > 0)  # an empty child keeps its place
+        centers = torch.where(moved[:, None], sums / hits.clamp(min=1)[:, None], centers)
+    return centers.cpu().numpy(), valid
+
+
+def _seed_batched(x, owner, first, sizes, branch: int, rng: np.random.Generator):
+    """k-means++ (D^2) seeding of every parent at once: `branch` rounds, each drawing one seed per parent
+    from its own rows (x is grouped by parent: rows first[p] .. first[p] + sizes[p]) with probability
+    proportional to the squared distance to that parent's nearest seed so far. (n_parents * branch, d)."""
+    import torch
+
+    n_parents, xf = len(first), x.float()
+    trials = 2 + int(np.log(branch))  # greedy: the best of a few D^2 draws, as the per-parent seeding does
+    seeds = torch.zeros(n_parents, branch, x.shape[1], device=x.device)
+    d2 = torch.full((len(x),), float("inf"), device=x.device, dtype=torch.float64)
+    u = torch.as_tensor(rng.random((branch, trials, n_parents)), device=x.device)
+    last = (first + sizes - 1).clamp(min=0)
+    for i in range(branch):
+        if i == 0:
+            picks = (first + (u[0, :1] * sizes).long())  # (1, parents): one random first seed
+        else:
+            cdf = d2.cumsum(0)
+            before = torch.where(first > 0, cdf[(first - 1).clamp(min=0)], torch.zeros_like(u[i, 0]))
+            picks = torch.searchsorted(cdf, (before + u[i] * (cdf[last] - before)).contiguous(), right=True)  # (trials, parents)
+        picks = torch.minimum(torch.maximum(picks, first), last)  # inside each parent's own rows
+        # each candidate's potential: the parent's sum of squared distances to its nearest seed with it
+        pots = torch.stack([torch.minimum(d2, ((xf - xf[pick][owner]) ** 2).sum(1).double()) for pick in picks])  # (trials, m)
+        totals = torch.zeros(len(picks), n_parents, device=x.device, dtype=torch.float64).index_add_(1, owner, pots)
+        best = totals.argmin(0)  # (parents,)
+        seeds[:, i] = xf[picks[best, torch.arange(n_parents, device=x.device)]]
+        d2 = pots[best[owner], torch.arange(len(x), device=x.device)]
+    return seeds.view(n_parents * branch, -1)
 
 
 def _fit_children(data, idx: np.ndarray, branch: int, above, p: int, cfg: ClusterConfig,

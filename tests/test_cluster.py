@@ -145,3 +145,22 @@ def test_auto_backend_on_this_machine():
 
     expected = "torch" if torch.cuda.is_available() else "faiss"  # faiss-cpu here: no faiss GPU
     assert resolve_backend("auto") in (expected, "faiss-gpu")
+
+
+def test_a_batched_level_fit_clusters_as_well_as_one_kmeans_per_parent():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((64, 32)).astype(np.float32)
+    x = (centers[rng.integers(64, size=6000)] + 0.3 * rng.standard_normal((6000, 32))).astype(np.float32)
+    x[:5] = x[0]  # a few duplicates
+    trees = {fit: ClusterTree.fit(x, ClusterConfig(levels=[4, 64, 256], niter=10, fit=fit), progress=False)
+             for fit in ("per_parent", "batched")}
+    sse = {}
+    for fit, tree in trees.items():
+        labels = tree.assign(x)
+        assert (labels == tree.labels_).all()  # the fit's own top-down assignment
+        assert ((labels[:, 1] // 16) == labels[:, 0]).all() and ((labels[:, 2] // 4) == labels[:, 1]).all()
+        sse[fit] = [float(((x - tree.centroids[level][labels[:, level]]) ** 2).sum()) for level in (1, 2)]
+    np.testing.assert_array_equal(trees["batched"].centroids[0], trees["per_parent"].centroids[0])  # level 0: one fit either way
+    assert all(b <= 1.1 * p for b, p in zip(sse["batched"], sse["per_parent"])), sse  # as tight, within 10%
+    again = ClusterTree.fit(x, ClusterConfig(levels=[4, 64, 256], niter=10, fit="batched"), progress=False)
+    np.testing.assert_array_equal(again.centroids[2], trees["batched"].centroids[2])  # seeded: the same tree

@@ -249,6 +249,8 @@ def specialist_pieces(prepared: "Prepared", subset: np.ndarray) -> np.ndarray:
 def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: CacheEntry) -> CacheEntry:
     cluster = to_dict(cfg.cluster)
     cluster.pop("level")  # which level weights the sampling does not change the tree
+    if cluster["fit"] == "per_parent":
+        cluster.pop("fit")  # the default: trees fitted before the option keep their keys
     inputs = {"embeddings": pool_embeddings.key, "cluster": cluster}
 
     def build(out: Path) -> None:

@@ -123,12 +123,12 @@ MANIFEST = "manifest.json"
 
 def _wait_for(final: Path, what: str) -> None:
     """A worker rank: wait until rank 0 has finished the stage (it fails or is killed: the launcher ends the run)."""
-    waited = 0.0
+    started = last = time.monotonic()
     while not final.is_dir():
         time.sleep(0.1)
-        waited += 0.1
-        if waited >= 600 and waited % 600 < 0.1:
-            print(f"cache: rank waiting {waited / 60:.0f} min for rank 0 to finish {what}", flush=True)
+        if time.monotonic() - last > 600:  # a long stage (embedding a large pool): say so every 10 minutes
+            last = time.monotonic()
+            print(f"cache: waiting {(last - started) / 60:.0f} min for rank 0 to finish {what}", flush=True)
 
 
 @contextmanager

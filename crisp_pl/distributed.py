@@ -1,8 +1,9 @@
 """Which process of a multi-process run this is, from the launcher's environment.
 
 Multi-GPU and multi-node runs are started by an external launcher that runs the same `crisp`
-command in every process (`torchrun --nproc_per_node=8 -m crisp_pl.cli study run NAME ...`, or
-SLURM's `srun`), each with `RANK` set; Lightning's DDP strategy reads the same environment and
+command in every process (`torchrun --nproc_per_node=8 -m crisp_pl.cli study run NAME ...`; under
+SLURM, `srun torchrun ...`), each with `RANK` and `WORLD_SIZE` set (not SLURM's own variables: an
+allocation's SLURM_NTASKS is set for a plain `python` too); Lightning's DDP strategy reads the same environment and
 joins them, so no process is spawned from inside a study. Rank 0 builds every stage that one
 process computes (k-means, selection, evaluation) and alone writes to MLflow; the others wait for those
 stages in the cache and join the stages that train or embed (crisp_pl.cache: `collective`): each rank
@@ -16,12 +17,12 @@ import os
 
 def global_rank() -> int:
     """This process's rank over all nodes (0 without a launcher)."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    return int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
     """Processes over all nodes (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_worker() -> bool:

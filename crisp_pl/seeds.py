@@ -22,6 +22,8 @@ The roles in use:
 | dsir.gumbel              | selection.seed | the Gumbel noise of DSIR's resampling                       |
 | doge.proxy               | selection.seed | DoGE's proxy GPT's init                                     |
 | doge.draws               | selection.seed | the windows DoGE's proxy reads each step                    |
+| coverage.sample          | task.seed      | the pool windows the coverage diagnostic searches and measures (past its caps) |
+| inspect.examples         | 0              | the example windows `crisp inspect` shows per cluster       |
 """
 
 from __future__ import annotations

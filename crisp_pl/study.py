@@ -256,7 +256,7 @@ class StudyResults:
 
 
 STAGES_ARTIFACT = "stages.json"  # a point's stage name -> cache key (crisp inspect reads the stages back through it)
-PLACE_KEYS = ("results_dir", "tracking")
+PLACE_KEYS = ("results_dir", "tracking")  # where a study's results go, left out of its identity
 
 
 def group_means(runs: pd.DataFrame) -> dict[str, float]:
@@ -269,7 +269,7 @@ def group_means(runs: pd.DataFrame) -> dict[str, float]:
             column = f"test/{task}/{metric}"
             if column in rows and rows[column].notna().any():
                 out[f"{task}/{name}/{metric}"] = float(rows[column].mean())
-    return out  # where a study's results go, left out of its identity
+    return out
 
 
 class StudyRunner:

@@ -358,13 +358,15 @@ def _fit_level(data, parent: np.ndarray | None, above: np.ndarray, branch: int, 
 
 
 def _fit_level_batched(data, parent: np.ndarray, above: np.ndarray, branch: int, cfg: ClusterConfig, level: int):
-    """Every parent's children at once (`cluster.fit: batched`): one Lloyd pass per iteration over all
-    parents' samples, each point against its own parent's `branch` children (a gather and a batched
-    product), so a level costs a few large tensor operations instead of a k-means per parent.
+    """Every parent's children at once (`cluster.fit: batched`): the parents' samples laid out as padded
+    (parents, sample, d) blocks, each block seeded (greedy k-means++) and iterated (Lloyd) for all its
+    parents together by batched matrix products, so a level costs a few large tensor operations per
+    block of hundreds of parents instead of one k-means per parent.
 
-    Each parent keeps a seeded random sample of at most branch * max_points_per_centroid of its points
-    and is seeded by D^2 sampling on it, all parents at once (`_seed_batched`); a parent with at most
-    `branch` points gets them as its children, padded with copies, as in the per-parent fit."""
+    Each parent keeps a seeded random sample of at most branch * max_points_per_centroid of its points;
+    a parent with at most `branch` points gets them as its children, padded with copies, as in the
+    per-parent fit. The random draws are made for all parents up front, so the tree does not depend
+    on how the parents are grouped into blocks (the device's memory budget)."""
     import torch
 
     n_parents, cap = len(above), branch * cfg.max_points_per_centroid
@@ -373,64 +375,68 @@ def _fit_level_batched(data, parent: np.ndarray, above: np.ndarray, branch: int,
     counts = np.bincount(parent, minlength=n_parents)
     rank = np.arange(len(order)) - (np.cumsum(counts) - counts)[parent[order]]
     keep, rank = order[rank < cap], rank[rank < cap]
-    first = np.cumsum(np.minimum(counts, cap)) - np.minimum(counts, cap)  # each parent's first sampled row in `keep`
+    width = int(np.minimum(counts, cap).max())
+    table = np.full((n_parents, width), -1, dtype=np.int64)
+    table[parent[keep], rank] = keep  # row j of parent p: the index of its j-th sampled point
+    trials = 2 + int(np.log(branch))  # greedy seeding: the best of a few D^2 draws, as per-parent k-means++ does
+    draws = rng.random((branch, trials, n_parents))
 
     slot_parent, slot = np.repeat(np.arange(n_parents), branch), np.tile(np.arange(branch), n_parents)
     seeds = np.minimum(counts, branch)[slot_parent]  # children a parent can really have
     valid = np.where(seeds > 0, slot < seeds, slot == 0)
-    source = keep[np.minimum(first[slot_parent] + slot % np.maximum(seeds, 1), len(keep) - 1)]  # empty parents: unused
-    device, dtype = _compute()
-    centers = torch.from_numpy(np.where((seeds > 0)[:, None], _rows(data, source, tensor=False),
-                                        np.repeat(above, branch, axis=0))).float().to(device)
-    fitted = torch.as_tensor((counts > branch)[slot_parent], device=device)  # the others keep their points
-    x = _rows(data, keep, tensor=True)
-    owner = torch.as_tensor(parent[keep], device=device).long()
-    seeded = _seed_batched(x, owner, torch.as_tensor(first, device=device), torch.as_tensor(np.minimum(counts, cap), device=device),
-                           branch, rng)
-    centers = torch.where(fitted[:, None], seeded, centers)
-    chunk = max(1, _BUDGET[device] // (branch * x.shape[1]))
-    for _ in range(cfg.niter):
-        grouped = centers.view(n_parents, branch, -1).to(dtype)
-        sums, hits = torch.zeros_like(centers), torch.zeros(len(centers), dtype=torch.long, device=device)
-        for s in range(0, len(x), chunk):
-            xc, pc = x[s : s + chunk], owner[s : s + chunk]
-            children = grouped[pc]  # (m, branch, d): each point's own parent's children
-            dist = (children.float() ** 2).sum(-1) - 2 * torch.einsum("md,mbd->mb", xc.float(), children.float())
-            labels = pc * branch + dist.argmin(1)
-            sums.index_add_(0, labels, xc.float())
-            hits += torch.bincount(labels, minlength=len(centers))
-        moved = fitted & (hits > 0)  # an empty child keeps its place
-        centers = torch.where(moved[:, None], sums / hits.clamp(min=1)[:, None], centers)
-    return centers.cpu().numpy(), valid
+    source = table[slot_parent, slot % np.maximum(seeds, 1)]
+    centers = np.where((seeds > 0)[:, None], _rows(data, np.maximum(source, 0), tensor=False), np.repeat(above, branch, axis=0))
+    centers = centers.reshape(n_parents, branch, -1).astype(np.float32)
+
+    device, _ = _compute()
+    fitted = np.flatnonzero(counts > branch)  # the others keep their points
+    block = max(1, _BLOCK[device] // (width * data.shape[1]))
+    for s in range(0, len(fitted), block):
+        ids = fitted[s : s + block]
+        rows = torch.as_tensor(table[ids], device=device)
+        xp = _rows(data, np.maximum(table[ids], 0).ravel(), tensor=True).float().view(len(ids), width, -1)
+        u = torch.as_tensor(draws[:, :, ids], device=device)
+        centers[ids] = _kmeans_padded(xp, rows >= 0, branch, cfg.niter, u).cpu().numpy()
+    return centers.reshape(n_parents * branch, -1), valid
 
 
-def _seed_batched(x, owner, first, sizes, branch: int, rng: np.random.Generator):
-    """k-means++ (D^2) seeding of every parent at once: `branch` rounds, each drawing one seed per parent
-    from its own rows (x is grouped by parent: rows first[p] .. first[p] + sizes[p]) with probability
-    proportional to the squared distance to that parent's nearest seed so far. (n_parents * branch, d)."""
+_BLOCK = {"cuda": 2**30, "cpu": 2**26}  # elements of one block of parents' padded samples
+
+
+def _kmeans_padded(xp, real, branch: int, niter: int, u):
+    """k-means of each of g parents' rows at once: xp (g, width, d) padded, `real` (g, width) marks its
+    rows (a parent's real rows come first); `u` (branch, trials, g) uniform draws. Greedy k-means++
+    seeding, then `niter` Lloyd iterations (an empty child keeps its place), all by batched products.
+    Returns (g, branch, d)."""
     import torch
 
-    n_parents, xf = len(first), x.float()
-    trials = 2 + int(np.log(branch))  # greedy: the best of a few D^2 draws, as the per-parent seeding does
-    seeds = torch.zeros(n_parents, branch, x.shape[1], device=x.device)
-    d2 = torch.full((len(x),), float("inf"), device=x.device, dtype=torch.float64)
-    u = torch.as_tensor(rng.random((branch, trials, n_parents)), device=x.device)
-    last = (first + sizes - 1).clamp(min=0)
+    g, width, _ = xp.shape
+    sq = (xp * xp).sum(-1)  # (g, width)
+    sizes = real.sum(1)
+    d2 = torch.where(real, torch.inf, 0.0).double()  # padding rows: never drawn, never counted
+    seeds = torch.zeros(g, branch, xp.shape[-1], device=xp.device)
+    at = torch.arange(g, device=xp.device)
     for i in range(branch):
         if i == 0:
-            picks = (first + (u[0, :1] * sizes).long())  # (1, parents): one random first seed
+            picks = (u[0, :1].T * sizes[:, None]).long()  # (g, 1): a random first seed
         else:
-            cdf = d2.cumsum(0)
-            before = torch.where(first > 0, cdf[(first - 1).clamp(min=0)], torch.zeros_like(u[i, 0]))
-            picks = torch.searchsorted(cdf, (before + u[i] * (cdf[last] - before)).contiguous(), right=True)  # (trials, parents)
-        picks = torch.minimum(torch.maximum(picks, first), last)  # inside each parent's own rows
-        # each candidate's potential: the parent's sum of squared distances to its nearest seed with it
-        pots = torch.stack([torch.minimum(d2, ((xf - xf[pick][owner]) ** 2).sum(1).double()) for pick in picks])  # (trials, m)
-        totals = torch.zeros(len(picks), n_parents, device=x.device, dtype=torch.float64).index_add_(1, owner, pots)
-        best = totals.argmin(0)  # (parents,)
-        seeds[:, i] = xf[picks[best, torch.arange(n_parents, device=x.device)]]
-        d2 = pots[best[owner], torch.arange(len(x), device=x.device)]
-    return seeds.view(n_parents * branch, -1)
+            cdf = d2.cumsum(1)  # (g, width)
+            picks = torch.searchsorted(cdf, (u[i].T * cdf[:, -1:]).contiguous(), right=True)  # (g, trials)
+        picks = torch.minimum(picks, (sizes - 1)[:, None])
+        cand = xp[at[:, None], picks]  # (g, trials, d)
+        dist = (sq[:, :, None] + (cand * cand).sum(-1)[:, None, :] - 2 * torch.bmm(xp, cand.transpose(1, 2))).clamp(min=0)
+        pots = torch.where(real[:, :, None], torch.minimum(d2[:, :, None], dist.double()), 0.0)  # (g, width, trials)
+        best = pots.sum(1).argmin(1)  # (g,)
+        seeds[:, i] = cand[at, best]
+        d2 = pots[at, :, best]
+    centers = seeds
+    for _ in range(niter):
+        dist = (centers * centers).sum(-1)[:, None, :] - 2 * torch.bmm(xp, centers.transpose(1, 2))  # (g, width, branch)
+        labels = (at[:, None] * branch + dist.argmin(-1))[real]
+        sums = torch.zeros(g * branch, xp.shape[-1], device=xp.device).index_add_(0, labels, xp[real])
+        hits = torch.bincount(labels, minlength=g * branch)[:, None]
+        centers = torch.where(hits > 0, sums / hits.clamp(min=1), centers.reshape(g * branch, -1)).view(g, branch, -1)
+    return centers
 
 
 def _fit_children(data, idx: np.ndarray, branch: int, above, p: int, cfg: ClusterConfig,

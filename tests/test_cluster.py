@@ -162,5 +162,10 @@ def test_a_batched_level_fit_clusters_as_well_as_one_kmeans_per_parent():
         sse[fit] = [float(((x - tree.centroids[level][labels[:, level]]) ** 2).sum()) for level in (1, 2)]
     np.testing.assert_array_equal(trees["batched"].centroids[0], trees["per_parent"].centroids[0])  # level 0: one fit either way
     assert all(b <= 1.1 * p for b, p in zip(sse["batched"], sse["per_parent"])), sse  # as tight, within 10%
-    again = ClusterTree.fit(x, ClusterConfig(levels=[4, 64, 256], niter=10, fit="batched"), progress=False)
-    np.testing.assert_array_equal(again.centroids[2], trees["batched"].centroids[2])  # seeded: the same tree
+    from crisp_pl import cluster
+
+    small = dict(cluster._BLOCK, cpu=100_000)  # a few parents a block instead of all: the same draws, the same tree
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster, "_BLOCK", small)
+        again = ClusterTree.fit(x, ClusterConfig(levels=[4, 64, 256], niter=10, fit="batched"), progress=False)
+    np.testing.assert_allclose(again.centroids[2], trees["batched"].centroids[2], atol=1e-5)

@@ -37,7 +37,7 @@ class _LookupOnly(StageCache):
         super().__init__(root)
         self.reused: list[str] = []
 
-    def run(self, stage, inputs, build) -> CacheEntry:
+    def run(self, stage, inputs, build, collective: bool = False) -> CacheEntry:
         entry = self.lookup(stage, inputs)
         if entry is None:
             raise _WouldBuild(stage)

@@ -2,7 +2,6 @@
 end to end through the real stages (shrunk), with the files held out of the pool."""
 
 import dataclasses
-import uuid
 
 import pandas as pd
 import pytest
@@ -27,7 +26,9 @@ def folder(tmp_path):
 def test_a_folder_of_text_files_becomes_a_task_and_a_study_that_runs(folder, tmp_path, capsys):
     from crisp_pl.cli import main
 
-    name = f"mine_{uuid.uuid4().hex[:8]}"
+    # a fixed name: the split hashes the ids (name:file), and this one gives 13 / 3 / 14 train / validation / test
+    # documents (a random name left validation empty, and fine-tuning impossible, about one run in 25)
+    name = "mine_fixed"
     preset, study_file = TASKS_DIR / f"{name}.yaml", STUDIES_DIR / f"{name}.yaml"
     try:
         assert main(["task", "new", name, "--from", str(folder), "--study"]) == 0

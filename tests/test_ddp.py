@@ -8,32 +8,24 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from crisp_pl.stages.training import TrainRecord
 from crisp_pl.study import StudyRunner, load_study
+from tests.test_cli import free_port
 from tests.test_kill import KILLER, assert_same_outputs, final_metrics
-from tests.test_study import SEEDED_STUDY
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.test_study import SEEDED_STUDY, write_study
 
 
 @pytest.mark.slow
 def test_a_study_trains_under_ddp_in_two_processes(tmp_path):
     spec = dict(SEEDED_STUDY, name="ddp", seeds=[0])
-    study_file = tmp_path / "ddp.yaml"
-    study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    study_file = Path(write_study(tmp_path, spec))
     results = tmp_path / "results"
     ddp = ["train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
     sets = [f"results_dir={results}", *ddp]

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from crisp_pl.study import StudyRunner, load_study
-from tests.test_study import SEEDED_STUDY
+from tests.test_study import SEEDED_STUDY, write_study
 
 # Runs the `crisp` command with one stage rigged to die: the process SIGKILLs itself inside the named
 # stage's build (once a file matching the glob appears in its partial folder, or when the build ends,
@@ -75,8 +74,7 @@ def final_metrics(runner: StudyRunner) -> dict[str, dict[str, float]]:
 @pytest.mark.slow
 def test_a_study_killed_inside_every_stage_ends_as_an_uninterrupted_run(tmp_path):
     spec = dict(SEEDED_STUDY, name="killed", seeds=[0])
-    study_file = tmp_path / "killed.yaml"
-    study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    study_file = Path(write_study(tmp_path, spec))
 
     reference = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={tmp_path / 'reference'}"])
     reference.run()
@@ -139,8 +137,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_the_rerun_resumes(tmp_path):
     import resource
 
     spec = dict(SEEDED_STUDY, name="full_disk", seeds=[0], variants={"generalist": {"selection.method": "uniform"}})
-    study_file = tmp_path / "full_disk.yaml"
-    study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    study_file = Path(write_study(tmp_path, spec))
     results = tmp_path / "results"
     command = [sys.executable, "-m", "crisp_pl.cli", "study", "run", str(study_file), "--set", f"results_dir={results}"]
 
@@ -166,10 +163,7 @@ def test_concurrent_runs_on_one_results_folder_share_stages_and_corrupt_nothing(
     first = dict(SEEDED_STUDY, name="first", seeds=[0], variants={"crisp": {"selection.method": "crisp"}})
     second = dict(first, name="second", variants={"crisp": {"selection.method": "crisp"},
                                                   "generalist": {"selection.method": "uniform"}})
-    files = []
-    for spec in (first, first, second):
-        files.append(tmp_path / f"{spec['name']}.yaml")
-        files[-1].write_text(yaml.safe_dump(spec, sort_keys=False))
+    files = [write_study(tmp_path, spec) for spec in (first, first, second)]
     results = tmp_path / "results"
     procs = [subprocess.Popen([sys.executable, "-m", "crisp_pl.cli", "study", "run", str(f), "--set", f"results_dir={results}"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for f in files]

@@ -334,6 +334,8 @@ def _export(args) -> int:
 def _ui(args) -> int:
     from pathlib import Path
 
+    from crisp_pl.ui import runs_url
+
     store = Path(args.results_dir).resolve() / "mlflow.db"
     if not store.is_file():
         raise ConfigError(f"{store}: no MLflow store yet; run a study first (crisp study run quickstart)")
@@ -342,7 +344,8 @@ def _ui(args) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}", "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
     reach = "this machine only" if args.host in ("127.0.0.1", "localhost", "::1") else "ANY machine that can reach this one, without a password"
-    print(f"crisp ui: {store} on http://{args.host}:{args.port} ({reach})\n{' '.join(command)}", flush=True)
+    print(f"crisp ui: {store} on http://{args.host}:{args.port} ({reach})\n{' '.join(command)}\n"
+          f"open the studies' runs at {runs_url(store, args.host, args.port)}", flush=True)
     os.execv(command[0], command)
     return 0  # not reached
 

@@ -17,7 +17,7 @@ import pytest
 
 from crisp_pl.stages.training import TrainRecord
 from crisp_pl.study import StudyRunner, load_study
-from tests.test_cli import free_port
+from crisp_pl.ui import free_port
 from tests.test_kill import KILLER, assert_same_outputs, final_metrics
 from tests.test_study import SEEDED_STUDY, write_study
 

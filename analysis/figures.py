@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: no display on these machines
 import matplotlib.pyplot as plt  # noqa: E402
@@ -86,7 +87,7 @@ def _draw_groups(ax, runs: pd.DataFrame, column: str, offset: float, width: floa
         ax.scatter(x[i] + width / 4 + jitter, values, s=10, color="black", zorder=4, label="seeds" if i == 0 and seeds_label else None)
 
 
-def metric_bars(runs: pd.DataFrame, out: Path) -> Path:
+def metric_bars(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Per task: test perplexity per group; for MCQ tasks also acc and acc_norm, against chance when logged.
 
     Bars: mean over seeds; error bars: ±1 standard error (only where a group has two or more seeds);
@@ -117,16 +118,24 @@ def metric_bars(runs: pd.DataFrame, out: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.set_title(f"{task}: {' / '.join(c.rsplit('/', 1)[-1] for c in columns)} (mean over seeds, ±1 SE, dots: seeds)", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
-def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> Path:
-    """Per task: val/loss against step, one colour per group, one line per seed; `curves` is long form (run_id, step, value)."""
+def tokens_per_step(runs: pd.DataFrame) -> pd.Series:
+    """Pretraining tokens per optimizer step of each run (run_id -> tokens): its final tokens over its final steps."""
+    if not {"train/final_tokens", "train/final_steps"} <= set(runs):
+        return pd.Series(dtype=float)
+    steps = runs["train/final_steps"].where(runs["train/final_steps"] > 0)
+    return pd.Series((runs["train/final_tokens"] / steps).to_numpy(), index=runs["run_id"])
+
+
+def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
+    """Per task: pretraining val/loss against training tokens, one colour per group, one line per seed;
+    `curves` is long form (run_id, step, value). Runs that logged no token count stay on optimizer steps."""
     runs = with_groups(runs)
     tasks = list(dict.fromkeys(runs["task"]))
+    per_step = tokens_per_step(runs)
+    on_tokens = per_step.notna().all() and len(per_step) == len(runs)
     fig, axes = plt.subplots(len(tasks), 1, figsize=(6.5, 3.6 * len(tasks)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
         rows = runs[runs["task"] == task]
@@ -137,22 +146,26 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> Path:
                 history = curves[curves["run_id"] == row["run_id"]]
                 if len(history):
                     history = history.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run may log a step twice
-                    ax.plot(history["step"], history["value"], color=color, marker="o", markersize=3, linewidth=1, alpha=0.8,
+                    # logged steps are 0-based: the check at step k follows k + 1 optimizer steps
+                    x = (history["step"] + 1) * per_step[row["run_id"]] if on_tokens else history["step"]
+                    ax.plot(x, history["value"], color=color, marker="o", markersize=3, linewidth=1, alpha=0.8,
                             label=None if labelled else short_label(group).replace("\n", ", "))
                     labelled = True
-        ax.set_xlabel("optimizer step (pretraining and fine-tuning log on their own step counts)")
-        ax.set_ylabel(f"val/loss ({task} validation)")
+        if on_tokens:
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: format_quantity(v, "")))
+        ax.set_xlabel("pretraining tokens" if on_tokens else "optimizer step (pretraining)")
+        ax.set_ylabel(f"val/loss ({task} validation, nats/token)")
+        ax.set_title(f"{task}: validation loss during pretraining, one line per seed", fontsize=9)
         if ax.get_legend_handles_labels()[0]:  # runs without a validation set log no curve
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
-def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str, pd.DataFrame] | None = None) -> list[Path]:
+def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str, pd.DataFrame] | None = None,
+               tasks: dict[str, str] | None = None) -> list[Path]:
     """For each CRISP point: P(c|Ds) and P(c|Dg) per cluster, clusters sorted by importance weight; beside
-    it, where the point logged its coverage rows, how close specialist and pool text sit to the pool."""
+    it, where the point logged its coverage rows, how close specialist and pool text sit to the pool.
+    The title names the task (`tasks`: point -> task) and the tree level by its number of clusters."""
     paths, coverage = [], coverage or {}
     for point, table in tables.items():
         table = table.sort_values("importance_weight", ascending=False)
@@ -165,15 +178,13 @@ def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str
         ax.bar(x, table["p_generalist"], width=1.0, alpha=0.5, color=METHOD_COLORS["uniform"], label="P(c|Dg) generalist")
         ax.set_xlabel(f"cluster ({len(table)}), by importance weight w(c) = P(c|Ds) / P(c|Dg)")
         ax.set_ylabel("probability")
-        ax.set_title(point)
+        task = (tasks or {}).get(point)
+        ax.set_title(f"{task + ': ' if task else ''}tree level of {len(table)} clusters ({short_label(point).replace(chr(10), ', ')})",
+                     fontsize=9)
         ax.legend()
         if rows is not None:
             _coverage_panel(axes[0, 1], rows)
-        fig.tight_layout()
-        path = folder / f"histogram-{point.replace('=', '-').replace(',', '_')}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths += save_figure(fig, folder / f"histogram-{point.replace('=', '-').replace(',', '_')}")
     return paths
 
 
@@ -352,9 +363,9 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
-    """`stem.png` and `stem.pdf` (for papers) of `fig`, which is closed."""
+    """`stem.png` and `stem.pdf` (for papers) of `fig`, which is closed; a dot in the stem stays (`histogram-selection.method-crisp`)."""
     fig.tight_layout()
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    paths = [stem.with_name(f"{stem.name}.png"), stem.with_name(f"{stem.name}.pdf")]
     for path in paths:
         fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -395,17 +406,21 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
 
 CAPTIONS = {"results.png": "held-out quality per group: mean over seeds, ±1 SE, dots the seeds",
             "results.md": "per task: mean ± SE per group with costs, paired differences against the generalist and CRISP, every run",
-            "val_loss.png": "validation loss during training, one line per seed"}
+            "val_loss.png": "validation loss against pretraining tokens, one line per seed"}
 
 
 def index(folder: Path, paths: list[Path], title: str, description: str) -> Path:
     """`index.md`: the study, the finding it tests (its description), and every figure and table with a caption."""
     lines = [f"# {title}", "", " ".join(description.split()), ""]
+    names = {path.name for path in paths}
     for path in paths:
+        if path.suffix == ".pdf":
+            continue  # linked beside its PNG
         caption = CAPTIONS.get(path.name) or ("the CRISP histogram P(c|Ds) against P(c|Dg)" if path.name.startswith("histogram-")
                                               else "a quality metric against the swept quantity" if path.name.startswith("sweep-")
                                               else "every model scored on every task" if path.name.startswith("transfer") else "")
-        lines.append(f"- [{path.name}]({path.name}){': ' + caption if caption else ''}")
+        pdf = path.with_suffix(".pdf").name
+        lines.append(f"- [{path.name}]({path.name}){f' ([PDF]({pdf}))' if pdf in names else ''}{': ' + caption if caption else ''}")
     out = folder / "index.md"
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -423,11 +438,12 @@ def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFram
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [metric_bars(runs, folder / "results.png"), loss_curves(runs, curves, folder / "val_loss.png"),
-             results_table(runs, folder / "results.md")]
+    paths = metric_bars(runs, folder / "results") + loss_curves(runs, curves, folder / "val_loss") + \
+        [results_table(runs, folder / "results.md")]
     for spec in figures:
         paths += sweep_figure(runs, spec, folder)
-    paths += transfer_matrix(runs, folder) + histograms(tables, folder, coverage)
+    tasks = with_groups(runs).drop_duplicates("group").set_index("group")["task"].to_dict()
+    paths += transfer_matrix(runs, folder) + histograms(tables, folder, coverage, tasks)
     return paths + [index(folder, paths, title or folder.name, description)]
 
 

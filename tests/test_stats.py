@@ -145,9 +145,19 @@ def test_one_seed_draws_without_error_bars_and_old_frames_still_draw(tmp_path):
     assert "crisp,task=medical,seed=0" in (tmp_path / "old" / "results.md").read_text()
     paths = draw(runs, pd.DataFrame({"run_id": ["crisp0", "crisp0"], "step": [1, 2], "value": [3.0, 2.5]}), {}, tmp_path / "all",
                  title="micro", description="CRISP beats\n  the generalist.")
-    assert {p.name for p in paths} == {"results.png", "val_loss.png", "results.md", "index.md"}
+    assert {p.name for p in paths} == {"results.png", "results.pdf", "val_loss.png", "val_loss.pdf", "results.md", "index.md"}
     listed = (tmp_path / "all" / "index.md").read_text().splitlines()
     assert listed[:3] == ["# micro", "", "CRISP beats the generalist."] and sum(line.startswith("- [") for line in listed) == 3
+    assert "- [results.png](results.png) ([PDF](results.pdf)): held-out quality" in "\n".join(listed)  # the vector copy beside
+
+
+def test_training_curves_run_on_tokens_where_the_runs_logged_them():
+    from analysis.figures import tokens_per_step
+
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "train/final_tokens": [1200.0, 6000.0, 0.0], "train/final_steps": [12, 20, 0]})
+    per_step = tokens_per_step(runs)
+    assert per_step["a"] == 100.0 and per_step["b"] == 300.0 and math.isnan(per_step["c"])  # no steps: no rate, not a division by 0
+    assert tokens_per_step(runs.drop(columns="train/final_steps")).empty  # older runs: the curves stay on optimizer steps
 
 
 def test_chance_line_comes_from_the_logged_metric_only():

@@ -405,6 +405,10 @@ class StudyRunner:
         documents = {"config.yaml": yaml.safe_dump(to_dict(point.config), sort_keys=False),
                      STAGES_ARTIFACT: json.dumps(result.keys, indent=1), "provenance.json": json.dumps(self.provenance, indent=1)}
         self.tracker.log_point(run_id, result.metrics, tags, documents, artifacts)
+        for prefix, path in result.curves.items():  # Lightning's logger joins a prefix with "-"
+            if path.is_file():  # stages trained before curves were kept have none
+                for key, points in json.loads(path.read_text()).items():
+                    self.tracker.backfill_curve(run_id, f"{prefix}-{key}" if prefix else key, points)
         self.tracker.end_run(run_id, "FINISHED")
 
     def attach_figures(self, folder: Path, runs: pd.DataFrame | None = None) -> None:

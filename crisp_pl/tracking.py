@@ -102,6 +102,15 @@ class Tracker:
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
 
+    def backfill_curve(self, run_id: str, key: str, points: list[list[float]]) -> None:
+        """Log (step, value) `points` as `key`'s history unless the run has one: a model reused from the cache
+        trained without this run watching."""
+        from mlflow.entities import Metric
+
+        if points and not self.client.get_metric_history(run_id, key):
+            now = int(time.time() * 1000)
+            self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, int(step)) for step, value in points])
+
     def log_summary(self, run_id: str, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 

@@ -1,6 +1,8 @@
 """End to end: a micro study on real builtin text through every real stage, tracked in a real MLflow store."""
 
 import math
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,7 +79,8 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, c
     paths = draw_study(results_read)
     assert {p.name for p in paths} >= {"results.png", "val_loss.png", "results.md", "histogram-selection.method-crisp.png"}
     assert all(p.stat().st_size > 0 for p in paths)
-    assert "selection.method=crisp" in (paths[2]).read_text()
+    assert "selection.method=crisp" in (results_read.folder / "results.md").read_text()
+    assert {p.name for p in paths} >= {"results.pdf", "val_loss.pdf", "histogram-selection.method-crisp.pdf"}  # vector copies
     runner.attach_figures(runner.results().folder)
     parent = runner.parent(create=False).run_id
     assert runner.client.get_run(parent).data.tags["mlflow.note.content"] == load_study(str(study_file)).description.strip()
@@ -104,9 +107,33 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, c
     assert report.count("the pool ") == 1 and "medical (train share 1" in report  # one specialist set: one verdict
     assert cache_snapshot(results) == before  # the study's own stages: nothing recomputed
 
+    # what a browser sees, through the UI's REST API; the venv's bin is not on PATH (a user who did not activate it)
+    from crisp_pl.ui import rest, serve, study_runs
+
+    env = dict(os.environ, PATH=":".join(p for p in os.environ["PATH"].split(":") if p != os.path.dirname(sys.executable)))
+    with serve(results, env=env) as base:
+        experiment, parent_run, children = study_runs(base, "micro")
+        assert parent_run["info"]["run_name"] == "micro [tiny]" and parent_run["info"]["run_id"] == parent
+        assert sorted(r["info"]["run_name"] for r in children) == ["crisp", "specialist", "uniform"]
+        tags = {t["key"] for t in children[0]["data"]["tags"] if not t["key"].startswith("mlflow.")}
+        assert tags == {"crisp.kind", "crisp.study", "crisp.scale", "crisp.parent", "crisp.point", "crisp.method", "crisp.task",
+                        "crisp.variant", "crisp.seed", "crisp.group", "crisp.config_hash", "crisp.checkpoint"}
+        listed = {f["path"] for f in rest(base, f"artifacts/list?run_id={parent}")["files"]}
+        listed |= {f["path"] for f in rest(base, f"artifacts/list?run_id={parent}&path=figures")["files"]}
+        assert {"micro.yaml", "provenance.json", "figures/results.png", "figures/results.pdf", "figures/results.md"} <= listed
+        summary_metrics = {m["key"] for m in parent_run["data"]["metrics"]}
+        assert "medical/selection.method crisp/ppl" in summary_metrics and "epoch" not in summary_metrics
+
     again = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"]).run()
     assert all(r["skipped"] for r in again)
     assert cache_snapshot(results) == before  # nothing recomputed, nothing rewritten
+
+    # another store over the same cache: every model is reused, and its runs still carry the validation curves
+    elsewhere = StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}", f"tracking.uri=sqlite:///{tmp_path / 'b.db'}"])
+    reused = elsewhere.run()
+    assert cache_snapshot(results) == before
+    curve = [(m.step, m.value) for m in elsewhere.client.get_metric_history(reused[1]["run_id"], "val/loss")]
+    assert curve == [(m.step, m.value) for m in runner.client.get_metric_history(rows[1]["run_id"], "val/loss")] and len(curve) == 2
 
 
 SEEDED_STUDY = {

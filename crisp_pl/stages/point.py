@@ -25,6 +25,7 @@ from crisp_pl.stages.data import prepare, specialist_subset
 from crisp_pl.stages.evaluation import eval_stage, load_metrics
 from crisp_pl.stages.selection import selection_cost, selection_stage
 from crisp_pl.stages.training import TrainRecord, base_stage, finetune_stage, train_stage
+from crisp_pl.training.trainer import ValidationCurve
 
 
 @dataclass
@@ -34,6 +35,8 @@ class PointResult:
     """Stage name -> cache key of every stage the point used."""
     artifacts: dict[str, Path] = field(default_factory=dict)
     """Artifact name -> file (the model checkpoint under `checkpoint`)."""
+    curves: dict[str, Path] = field(default_factory=dict)
+    """Logger prefix of each training stage ("", "base", "finetune") -> its recorded validation curve."""
 
 
 def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbacks=()) -> PointResult:
@@ -102,4 +105,6 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
     artifacts.update({p.name: p for p in evaluation.path.glob("*.json")})
     if covered is not None:
         artifacts["coverage.csv"] = covered.path / "coverage.csv"
-    return PointResult(metrics, keys, dict(artifacts, checkpoint=model.path / "final.ckpt"))
+    trained_stages = {"base": base, "": pretrained if pretrained is not base else None, "finetune": model if model is not pretrained else None}
+    curves = {prefix: stage.path / ValidationCurve.FILE for prefix, stage in trained_stages.items() if stage is not None}
+    return PointResult(metrics, keys, dict(artifacts, checkpoint=model.path / "final.ckpt"), curves)

@@ -8,6 +8,7 @@ determinism and the sampler contract (our GroupSampler, never Lightning's distri
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -31,6 +32,33 @@ class StepProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"train ({self.trainer.max_steps} steps)"
+
+
+class ValidationCurve(Callback):
+    """The validation loss at every check, kept with the stage (`curves.json`): a point that reuses a cached
+    model logs the curve from it, so its MLflow run and the study's figures show what the model did. Its
+    state rides in the checkpoints, so a resumed run keeps the checks made before the kill."""
+
+    FILE = "curves.json"
+
+    def __init__(self) -> None:
+        self.points: list[list[float]] = []
+
+    def on_validation_end(self, trainer, module) -> None:
+        loss = trainer.callback_metrics.get("val/loss")
+        if not trainer.sanity_checking and loss is not None:
+            # the step Lightning's loggers give the check: 0-based, the check after the 6th optimizer step is step 5
+            self.points.append([trainer.global_step - 1, float(loss)])
+
+    def state_dict(self) -> dict:
+        return {"val/loss": self.points}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.points = [list(p) for p in state["val/loss"]]
+
+    def write(self, trainer, folder: Path) -> None:
+        if trainer.is_global_zero:
+            (folder / self.FILE).write_text(json.dumps(self.state_dict()))
 
 
 def trainer_kwargs(train: TrainConfig) -> dict:
@@ -98,11 +126,13 @@ def fit_resumable(make_module: Callable[[], L.LightningModule], data, train: Tra
     checkpoints = folder / "checkpoints"
     resume = checkpoints / "last.ckpt"
     saver = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=train.checkpoint_every, save_last=True, save_top_k=0)
-    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver, *callbacks],
+    curve = ValidationCurve()
+    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver, curve, *callbacks],
                             accumulate=data.accumulate)
     # resume checkpoints are this code's own, of plain containers: load them without unpickling anything else
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None, weights_only=True)
     trainer.save_checkpoint(folder / "final.ckpt", weights_only=False)  # whole: a longer run may resume from it
+    curve.write(trainer, folder)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return trainer, module
 
@@ -117,9 +147,11 @@ def fit_early_stopped(make_module: Callable[[], L.LightningModule], data, train:
     module = make_module()
     best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/loss", mode="min", save_top_k=1)
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience)
-    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[best, stop],
+    curve = ValidationCurve()
+    trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[best, stop, curve],
                             accumulate=data.accumulate)
     trainer.fit(module, datamodule=data)
+    curve.write(trainer, folder)
     if trainer.is_global_zero:  # the one process that writes the stage's folder
         os.replace(best.best_model_path, folder / "final.ckpt")
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)

@@ -42,7 +42,10 @@ def test_training_accumulates_to_the_global_batch(tiny_config, tiny_prepared):
     cfg = build_run_config(to_dict(tiny_config), {"selection": {"method": "uniform"},
                                                   "train": {"global_batch_tokens": 4 * 64, "batch_size": 2}})
     cache = StageCache(f"{cfg.results_dir}/cache")
-    record = json.loads((train_stage(cache, cfg, tiny_prepared, selection_stage(cache, cfg, tiny_prepared)).path
-                         / "train.json").read_text())
+    stage = train_stage(cache, cfg, tiny_prepared, selection_stage(cache, cfg, tiny_prepared)).path
+    record = json.loads((stage / "train.json").read_text())
     assert record["micro_batch"] == 2 and record["accumulate"] == 2 and record["steps"] == cfg.train.max_steps
     assert record["tokens"] == cfg.train.max_steps * 4 * 63  # the global batch's windows, 63 predicted tokens each
+    # validation every val_every optimizer steps (Lightning counts batches: it checked twice as often), 0-based as logged
+    checks = [step for step, _ in json.loads((stage / "curves.json").read_text())["val/loss"]]
+    assert checks == list(range(cfg.train.val_every - 1, cfg.train.max_steps, cfg.train.val_every))

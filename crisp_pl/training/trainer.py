@@ -61,6 +61,28 @@ class ValidationCurve(Callback):
             (folder / self.FILE).write_text(json.dumps(self.state_dict()))
 
 
+class ResumeCheckpoint(ModelCheckpoint):
+    """`last.ckpt` every `every_n_train_steps` optimizer steps, saved after the step's validation where the two
+    fall on one step. Lightning saves first and does not repeat the check on resume, so a kill between the
+    two lost that check from the curves."""
+
+    def __init__(self, validate_every: int | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.validate_every = validate_every
+
+    def _validates_now(self, trainer) -> bool:
+        return bool(self.validate_every) and trainer.global_step % self.validate_every == 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not self._validates_now(trainer):
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer, module) -> None:
+        if self._validates_now(trainer):
+            super().on_train_batch_end(trainer, module, None, None, 0)  # the step's save, now that the check is in
+        super().on_validation_end(trainer, module)
+
+
 def trainer_kwargs(train: TrainConfig) -> dict:
     """The `lightning.Trainer` arguments a TrainConfig decides; callers add logger, callbacks, validation."""
     on_cuda = torch.cuda.is_available() and train.accelerator in ("auto", "gpu", "cuda")
@@ -91,8 +113,9 @@ def build_trainer(train: TrainConfig, *, validate_every: int | None = None, logg
     Checkpointing is on exactly when a ModelCheckpoint callback is given; `root` is the Trainer's
     default folder (None: the working directory, unused when nothing is logged or checkpointed).
     """
+    # Lightning counts val_check_interval in batches, not optimizer steps: with accumulation, scale it
     validation = ({"limit_val_batches": 0} if validate_every is None else
-                  {"val_check_interval": min(validate_every, train.max_steps), "check_val_every_n_epoch": None})
+                  {"val_check_interval": min(validate_every, train.max_steps) * accumulate, "check_val_every_n_epoch": None})
     return L.Trainer(**trainer_kwargs(train), **validation, accumulate_grad_batches=accumulate,
                      logger=logger if logger is not None else False,
                      callbacks=[*callbacks, StepProgressBar()], enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
@@ -125,7 +148,7 @@ def fit_resumable(make_module: Callable[[], L.LightningModule], data, train: Tra
     module = make_module()
     checkpoints = folder / "checkpoints"
     resume = checkpoints / "last.ckpt"
-    saver = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=train.checkpoint_every, save_last=True, save_top_k=0)
+    saver = ResumeCheckpoint(validate_every, dirpath=checkpoints, every_n_train_steps=train.checkpoint_every, save_last=True, save_top_k=0)
     curve = ValidationCurve()
     trainer = build_trainer(train, validate_every=validate_every, logger=logger, callbacks=[saver, curve, *callbacks],
                             accumulate=data.accumulate)

@@ -20,7 +20,7 @@ LAYERS = [
     ["crisp_pl.stages"],
     ["crisp_pl.tracking"],
     ["crisp_pl.study"],
-    ["crisp_pl.tune", "crisp_pl.plan", "crisp_pl.task_new", "crisp_pl.explain"],
+    ["crisp_pl.tune", "crisp_pl.plan", "crisp_pl.task_new", "crisp_pl.explain", "crisp_pl.ui"],
     ["crisp_pl.cli"],
 ]
 LIGHTNING_HOME = "crisp_pl.training"  # the only package that imports Lightning

@@ -9,17 +9,28 @@ CPU smoke check, and the per-parent against the batched level fit:
 
     python benchmarks/cluster_scale.py --n 20000 --levels 8,64
     python benchmarks/cluster_scale.py --n 200000 --levels 16,256,4096 --fits per_parent,batched --data blobs
+
+Against faiss's own flat k-means at the leaf count, on the same data in the same run (`--flat-niter`
+Lloyd iterations of it; the tree's levels run `--niter` each), with the peak resident memory after each:
+
+    python benchmarks/cluster_scale.py --n 1000000 --levels 16,256,4096,65536 --no-compare --flat-niter 1
+
+Every figure is appended to benchmarks/results/cluster_scale.jsonl (benchmarks/record.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
+import resource
 import time
 
 import numpy as np
+from record import record  # benchmarks/record.py: run as a script, its folder is on the path
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def make_data(n: int, d: int, kind: str, seed: int = 0) -> np.ndarray:
@@ -46,17 +57,35 @@ def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict, 
     tree = ClusterTree.fit(x, ClusterConfig(levels=levels, niter=niter, backend=backend, fit=fit), progress=False)
     base = dict(base, fit=fit)
     for level, seconds in enumerate(tree.fit_seconds_):
-        print(json.dumps(dict(base, backend=resolved, figure="fit_level", level=level, clusters=levels[level],
-                              seconds=round(seconds, 3), vectors_per_s=round(len(x) / seconds, 1))))
+        record("cluster_scale", dict(base, backend=resolved, figure="fit_level", level=level, clusters=levels[level],
+                                     seconds=round(seconds, 3), vectors_per_s=round(len(x) / seconds, 1)))
     start = time.perf_counter()
     labels = tree.assign(x)
     seconds = time.perf_counter() - start
     agree = float((labels == tree.labels_).all(1).mean())
     leaves = tree.centroids[-1][labels[:, -1]]
     sse = float(sum(((x[s : s + 65536].astype(np.float32) - leaves[s : s + 65536]) ** 2).sum() for s in range(0, len(x), 65536)))
-    print(json.dumps(dict(base, backend=resolved, figure="assign", levels=levels, seconds=round(seconds, 3),
-                          vectors_per_s=round(len(x) / seconds, 1), same_as_fit=agree, leaf_sse_per_vector=round(sse / len(x), 5))))
+    record("cluster_scale", dict(base, backend=resolved, figure="assign", levels=levels, seconds=round(seconds, 3),
+                                 vectors_per_s=round(len(x) / seconds, 1), same_as_fit=agree, leaf_sse_per_vector=round(sse / len(x), 5)))
+    record("cluster_scale", dict(base, backend=resolved, figure="tree_total", levels=levels, seconds=round(sum(tree.fit_seconds_), 3),
+                                 peak_rss_gb=peak_rss_gb()))
     return sum(tree.fit_seconds_)
+
+
+def run_flat(x: np.ndarray, k: int, niter: int, base: dict) -> float:
+    """faiss's flat k-means with k centroids on the same vectors: seconds, per iteration, its squared error."""
+    import faiss
+
+    data = x.astype(np.float32)
+    kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, seed=0, max_points_per_centroid=max(256, len(x) // k + 1), verbose=False)
+    start = time.perf_counter()
+    kmeans.train(data)
+    seconds = time.perf_counter() - start
+    sse, _ = kmeans.index.search(data, 1)
+    record("cluster_scale", dict(base, backend="faiss", figure="flat_kmeans", clusters=k, flat_niter=niter, seconds=round(seconds, 3),
+                                 seconds_per_iteration=round(seconds / niter, 3), leaf_sse_per_vector=round(float(sse.sum()) / len(x), 5),
+                                 peak_rss_gb=peak_rss_gb()))
+    return seconds
 
 
 def main() -> None:
@@ -69,6 +98,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
     parser.add_argument("--no-compare", action="store_true", help="skip the faiss-CPU vs torch comparison")
     parser.add_argument("--fits", default="per_parent", help="level fits to run, comma separated: per_parent,batched")
+    parser.add_argument("--flat-niter", type=int, default=0, help="also faiss's flat k-means at the leaf count, this many iterations")
     args = parser.parse_args()
 
     import torch
@@ -77,26 +107,29 @@ def main() -> None:
 
     levels = [int(k) for k in args.levels.split(",")]
     x = make_data(args.n, args.d, args.data)
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    base = {"device": gpu or platform.processor() or "cpu", "torch_device": "cuda" if gpu else "cpu",
-            "n": args.n, "d": args.d, "data": args.data, "niter": args.niter,
-            "date": datetime.date.today().isoformat()}
+    base = {"torch_device": "cuda" if torch.cuda.is_available() else "cpu", "n": args.n, "d": args.d, "data": args.data,
+            "niter": args.niter, "threads": torch.get_num_threads()}
 
     main_backend = resolve_backend(args.backend)
     fits = args.fits.split(",")
     for fit in fits[1:]:  # the other level fits first, same data and backend: the ratio to the first is theirs
         other = run(x, levels, args.backend, args.niter, base, fit)
         first = run(x, levels, args.backend, args.niter, base, fits[0])
-        print(json.dumps(dict(base, figure=f"ratio_{fits[0]}_over_{fit}", levels=levels, ratio=round(first / other, 2))))
+        record("cluster_scale", dict(base, figure=f"ratio_{fits[0]}_over_{fit}", levels=levels, ratio=round(first / other, 2)))
     if len(fits) > 1:
         return
     seconds = {main_backend: run(x, levels, args.backend, args.niter, base)}
     if not args.no_compare and _faiss_gpus() == 0:  # faiss on CPU only: compare it with torch
         other = "torch" if main_backend == "faiss" else "faiss"
         seconds[resolve_backend(other)] = run(x, levels, other, args.niter, base)
-        print(json.dumps(dict(base, figure="ratio_faiss_cpu_over_torch", levels=levels,
-                              faiss_seconds=round(seconds["faiss"], 3), torch_seconds=round(seconds["torch"], 3),
-                              ratio=round(seconds["faiss"] / seconds["torch"], 2))))
+        record("cluster_scale", dict(base, figure="ratio_faiss_cpu_over_torch", levels=levels,
+                                     faiss_seconds=round(seconds["faiss"], 3), torch_seconds=round(seconds["torch"], 3),
+                                     ratio=round(seconds["faiss"] / seconds["torch"], 2)))
+    if args.flat_niter:
+        flat = run_flat(x, levels[-1], args.flat_niter, base)
+        tree = seconds[main_backend]
+        record("cluster_scale", dict(base, figure="ratio_flat_over_tree", levels=levels, flat_niter=args.flat_niter,
+                                     ratio=round(flat / tree, 2)))
 
 
 if __name__ == "__main__":

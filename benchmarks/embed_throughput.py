@@ -5,7 +5,7 @@ Prints one JSON line per figure, then the ratio. On a GPU (fp16, batch 512):
 
     python benchmarks/embed_throughput.py --n 20000
 
-CPU smoke check:
+Every figure is appended to benchmarks/results/embed_throughput.jsonl (benchmarks/record.py). CPU smoke check:
 
     python benchmarks/embed_throughput.py --n 64 --batch-size 16
 """
@@ -13,14 +13,12 @@ CPU smoke check:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import sysconfig
 import time
 from pathlib import Path
 
 import numpy as np
+from record import record  # benchmarks/record.py: run as a script, its folder is on the path
 
 
 def stdlib_chunks(n: int, words: int) -> list[str]:
@@ -68,9 +66,8 @@ def main() -> None:
     model = load_embedder(cfg)
     device = str(model.device)
     pieces = [len(ids) for ids in model.tokenizer(texts[:1000], add_special_tokens=False, verbose=False)["input_ids"]]
-    base = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
-            "dtype": str(next(model.parameters()).dtype), "n": len(texts), "batch_size": args.batch_size,
-            "mean_word_pieces": round(float(np.mean(pieces)), 1), "date": datetime.date.today().isoformat()}
+    base = {"dtype": str(next(model.parameters()).dtype), "n": len(texts), "batch_size": args.batch_size,
+            "threads": torch.get_num_threads(), "mean_word_pieces": round(float(np.mean(pieces)), 1)}
 
     warm = texts[: 2 * args.batch_size]  # cuda context, kernels, worker start-up paths
     embed_texts(warm, cfg, model, progress=False)
@@ -90,9 +87,9 @@ def main() -> None:
         rows.append(dict(base, method="embed_texts", long_window="mean_chunks", seconds=round(t_mean, 3),
                          windows_per_s=round(len(texts) / t_mean, 1)))
     for row in rows:
-        print(json.dumps(row))
-    print(json.dumps(dict(base, figure="ratio_embed_texts_over_encode", ratio=round(t_ref / t_ours, 2),
-                          min_cosine_to_encode=round(float(cosine.min()), 5))))
+        record("embed_throughput", dict(row, figure=f"{row['method']} ({row['long_window']})"))
+    record("embed_throughput", dict(base, figure="ratio_embed_texts_over_encode", ratio=round(t_ref / t_ours, 2),
+                                    min_cosine_to_encode=round(float(cosine.min()), 5)))
 
 
 if __name__ == "__main__":

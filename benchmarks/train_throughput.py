@@ -1,13 +1,16 @@
 """Training throughput of the GPT: a plain PyTorch loop against the same model through Lightning.
 
-Both paths train the same `GPT` on the same random token windows with the same recipe: AdamW
+Both paths train the same `GPT` on the same random token windows, drawn through the training data path
+of a CRISP run (GroupSampler over clusters, WindowDataset, DataLoader), with the same recipe: AdamW
 (fused on GPU) with the warmup-cosine schedule, bf16 autocast on GPU (fp32 on CPU), gradient norm
 clipping, batches from the same pinned DataLoader. The Lightning path is `GPTModule` under a
 `lightning.Trainer` built from `trainer_kwargs`, logging to a CSV logger as a run would, so the
 ratio lightning / plain is the wrapper's whole overhead. The first `--warmup` steps (compilation,
 allocator warmup) are not timed.
 
-One JSON line per measurement, then one per size with the ratio:
+The Lightning path also reports `data_share`: the part of its timed wall time spent between one step's end
+and the next one's start, fetching the batch (the goal: under 2%). One JSON line per measurement, then
+one per size with the ratio, each appended to benchmarks/results/train_throughput.jsonl (benchmarks/record.py):
 
     python benchmarks/train_throughput.py                      # GPU: 124m at 32x1024, 350m at 16x1024
     python benchmarks/train_throughput.py --compile --peak-flops 989e12
@@ -19,16 +22,19 @@ MFU = flops_per_token(seq_len) * tokens/s / peak, with GPT.flops_per_token's 6N 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
+from record import record  # benchmarks/record.py: run as a script, its folder is on the path
 from crisp_pl.config import TrainConfig
+from crisp_pl.sampling import Groups
+from crisp_pl.training.datamodule import SelectionDataModule
 from crisp_pl.model.gpt import GPT, GPTConfig
 from crisp_pl.training.module import GPTModule
 from crisp_pl.training.schedule import lr_factor, param_groups
@@ -38,12 +44,31 @@ GPU_BATCH = {"124m": 32, "350m": 16}  # windows per step on one 80 GB GPU (GPU.m
 CPU_BATCH = 2  # a CPU run is a smoke check, not a measurement
 
 
-def token_loader(batch_size: int, seq_len: int, vocab_size: int, steps: int, seed: int) -> torch.utils.data.DataLoader:
-    """`steps` batches (B, seq_len + 1) cycling over 4 fixed random ones, pinned when a GPU is there."""
-    generator = torch.Generator().manual_seed(seed)
-    batches = torch.randint(0, vocab_size, (4, batch_size, seq_len + 1), generator=generator)
-    return torch.utils.data.DataLoader([batches[i % 4] for i in range(steps)], batch_size=None,
-                                       pin_memory=torch.cuda.is_available())
+class ArrayStore:
+    """Token windows in memory, read as a WindowStore is (`tokens(indices)`): the disk read is left out, which
+    the page cache serves on a real run."""
+
+    def __init__(self, windows: np.ndarray):
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def tokens(self, indices) -> np.ndarray:
+        return self.windows[np.asarray(indices)]
+
+
+def sampler_loader(batch_size: int, seq_len: int, vocab_size: int, steps: int, seed: int) -> torch.utils.data.DataLoader:
+    """The training data path of a CRISP run: SelectionDataModule's loader (GroupSampler drawing a cluster by
+    its weight, then a window inside it; WindowDataset; collate) over 8,192 random windows in 1,024
+    clusters of random sizes and weights."""
+    rng = np.random.default_rng(seed)
+    windows = rng.integers(0, vocab_size, (8192, seq_len + 1), dtype=np.uint16)
+    groups = Groups.from_labels("pool", rng.integers(0, 1024, len(windows)), rng.dirichlet(np.ones(1024)))
+    data = SelectionDataModule(ArrayStore(windows), groups, batch_size=batch_size, max_steps=steps, seed=seed)
+    loader = data.train_dataloader()
+    loader.pin_memory = torch.cuda.is_available()
+    return loader
 
 
 def build_gpt(size: str, seq_len: int, seed: int, device: torch.device, compile: bool) -> GPT:
@@ -84,25 +109,33 @@ def run_plain(gpt: GPT, train: TrainConfig, loader, warmup: int, device: torch.d
 
 
 class StepTimer(Callback):
-    """Synchronized wall time from the end of step `warmup - 1` to the end of the last step."""
+    """Synchronized wall time from the end of step `warmup - 1` to the end of the last step, and the part of it
+    spent between one step's end and the next one's start: fetching the batch (sampler, dataset, collate)."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.started, self.ended = warmup, None, None
+        self.warmup, self.started, self.ended, self.last_end, self.waiting = warmup, None, None, None, 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.started is not None and self.last_end is not None:
+            self.waiting += time.perf_counter() - self.last_end
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if batch_idx == self.warmup - 1:
             self.started = sync(module.device)
         if trainer.global_step >= trainer.max_steps:
             self.ended = sync(module.device)
+        self.last_end = sync(module.device)
 
 
-def run_lightning(gpt: GPT, train: TrainConfig, loader, warmup: int, log_dir: str) -> float:
+def run_lightning(gpt: GPT, train: TrainConfig, loader, warmup: int, log_dir: str) -> tuple[float, float]:
+    """Timed seconds and the share of them spent fetching batches."""
     timer = StepTimer(warmup)
     trainer = L.Trainer(**trainer_kwargs(train), logger=CSVLogger(log_dir), callbacks=[timer],
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0)
     trainer.fit(GPTModule(gpt, train), loader)
-    return timer.ended - timer.started
+    seconds = timer.ended - timer.started
+    return seconds, timer.waiting / seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +155,6 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 leftovers of bf16 autocast
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
     if warmup < 1:
         parser.error("--warmup must be >= 1 (the first step compiles and allocates)")
@@ -136,27 +168,28 @@ def main(argv: list[str] | None = None) -> None:
         results = {}
         for impl in args.impl:
             gpt = build_gpt(size, args.seq_len, args.seed, device, args.compile)
-            loader = token_loader(batch, args.seq_len, gpt.config.vocab_size, total, args.seed)
+            loader = sampler_loader(batch, args.seq_len, gpt.config.vocab_size, total, args.seed)
+            data_share = None
             if impl == "plain":
                 seconds = run_plain(gpt, train, loader, warmup, device)
             else:
                 with tempfile.TemporaryDirectory() as log_dir:
-                    seconds = run_lightning(gpt, train, loader, warmup, log_dir)
+                    seconds, data_share = run_lightning(gpt, train, loader, warmup, log_dir)
             tokens_per_s = args.steps * batch * args.seq_len / seconds
             results[impl] = tokens_per_s
-            print(json.dumps({
+            record("train_throughput", {
                 "impl": impl, "size": size, "tokens_per_s": round(tokens_per_s, 1),
                 "mfu": float(f"{gpt.flops_per_token(args.seq_len) * tokens_per_s / args.peak_flops:.4g}"),
-                "device": device_name, "batch": batch, "seq_len": args.seq_len, "steps": args.steps,
+                "batch": batch, "seq_len": args.seq_len, "steps": args.steps, "threads": torch.get_num_threads(),
                 "compile": args.compile, "params": gpt.num_params(non_embedding=False),
-                "torch": torch.__version__, "lightning": L.__version__,
-            }), flush=True)
+                **({"data_share": round(data_share, 4)} if data_share is not None else {}),
+            })
             del gpt, loader
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         if len(results) == 2:
-            print(json.dumps({"impl": "lightning/plain", "size": size, "device": device_name,
-                              "ratio": round(results["lightning"] / results["plain"], 4)}), flush=True)
+            record("train_throughput", {"impl": "lightning/plain", "size": size, "batch": batch, "seq_len": args.seq_len,
+                                        "ratio": round(results["lightning"] / results["plain"], 4)})
 
 
 if __name__ == "__main__":

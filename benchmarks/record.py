@@ -1,0 +1,97 @@
+"""Where benchmark figures go: one JSON line per figure in benchmarks/results/NAME.jsonl, each with the
+machine, the library versions, the date and the git revision, so a figure can be traced and compared.
+
+    python benchmarks/record.py            # the latest figures of every benchmark, as the README's tables
+
+Benchmarks call `record(name, row)` for each figure they print; rows of one invocation share a `run` id.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import uuid
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PACKAGES = ("torch", "lightning", "faiss-cpu", "faiss-gpu", "sentence-transformers", "numpy")
+
+
+@cache
+def environment() -> dict:
+    """The machine, versions and revision of this process (computed once; `run` tells invocations apart)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    gpu = None
+    if "torch" in sys.modules or "torch" in versions:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"run": uuid.uuid4().hex[:8], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": gpu or f"cpu x{os.cpu_count()} ({platform.processor() or platform.machine()})",
+            "python": platform.python_version(), **versions,
+            "git": git("rev-parse", "--short", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def record(name: str, row: dict) -> dict:
+    """Append `row` with the environment to results/NAME.jsonl (one line, appended whole) and print it."""
+    line = {**environment(), **row}
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / f"{name}.jsonl", "a") as out:
+        out.write(json.dumps(line) + "\n")
+    print(json.dumps(row), flush=True)
+    return line
+
+
+def latest(name: str) -> list[dict]:
+    """The rows of the latest run of benchmark `name` on each device."""
+    path = RESULTS / f"{name}.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    last = {}
+    for row in rows:
+        last[row["device"]] = row["run"]
+    return [row for row in rows if last[row["device"]] == row["run"]]
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A markdown table of `columns` (missing values blank)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# per benchmark: the columns the README shows
+COLUMNS = {
+    "train_throughput": ["device", "size", "impl", "batch", "seq_len", "tokens_per_s", "ratio", "mfu", "data_share", "date", "git"],
+    "cluster_scale": ["device", "figure", "backend", "fit", "n", "levels", "clusters", "seconds", "peak_rss_gb", "ratio", "date", "git"],
+    "embed_throughput": ["device", "figure", "n", "batch_size", "windows_per_s", "ratio", "date", "git"],
+}
+
+
+def main() -> None:
+    for name, columns in COLUMNS.items():
+        rows = latest(name)
+        if rows:
+            print(f"### {name}\n\n{table(rows, columns)}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ def environment() -> dict:
         import torch
 
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"run": uuid.uuid4().hex[:8], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    return {"run": uuid.uuid4().hex[:8], "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": gpu or f"cpu x{os.cpu_count()} ({platform.processor() or platform.machine()})",
             "python": platform.python_version(), **versions,
             "git": git("rev-parse", "--short", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
@@ -60,15 +60,15 @@ def record(name: str, row: dict) -> dict:
 
 
 def latest(name: str) -> list[dict]:
-    """The rows of the latest run of benchmark `name` on each device."""
+    """The rows of the latest run of benchmark `name` per device and command line."""
     path = RESULTS / f"{name}.jsonl"
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     last = {}
     for row in rows:
-        last[row["device"]] = row["run"]
-    return [row for row in rows if last[row["device"]] == row["run"]]
+        last[row["device"], row.get("command", "")] = row["run"]
+    return [row for row in rows if last[row["device"], row.get("command", "")] == row["run"]]
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

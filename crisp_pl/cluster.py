@@ -258,8 +258,9 @@ class ClusterTree:
     def fit(cls, x: np.ndarray, cfg: ClusterConfig, progress: bool = True) -> "ClusterTree":
         """Fit the tree on x (n, d).
 
-        The fit's top-down assignment is kept in `labels_` (n, n_levels) and the seconds spent on
-        each level (its k-means fits plus labelling every point) in `fit_seconds_`.
+        The fit's top-down assignment is kept in `labels_` (n, n_levels), the seconds spent on
+        each level (its k-means fits plus labelling every point) in `fit_seconds_`, and the backend
+        that ran (`faiss-gpu`, `faiss`, `torch`) in `backend_`.
         """
         x = np.asarray(x)
         if x.ndim != 2:
@@ -284,6 +285,7 @@ class ClusterTree:
             labels[:, level] = tree._labels(data, level, parent)
             tree.fit_seconds_.append(time.perf_counter() - start)  # labels are on the host: device work is done
         tree.labels_ = labels
+        tree.backend_ = backend
         return tree
 
     def assign(self, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:

@@ -1,5 +1,6 @@
 """End to end: a micro study on real builtin text through every real stage, tracked in a real MLflow store."""
 
+import json
 import math
 import os
 import sys
@@ -59,7 +60,9 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, c
     crisp = runner.client.get_run(rows[1]["run_id"])
     assert crisp.data.params["selection.method"] == "crisp" and crisp.data.tags["mlflow.parentRunId"]
     logged = {a.path for a in runner.client.list_artifacts(crisp.info.run_id)}
-    assert {"stages.json", "provenance.json", "config.yaml", "histogram.csv", "coverage.csv"} <= logged
+    assert {"stages.json", "provenance.json", "config.yaml", "histogram.csv", "coverage.csv", "tree_fit.json"} <= logged
+    tree_fit = json.loads(Path(runner.client.download_artifacts(crisp.info.run_id, "tree_fit.json", str(tmp_path))).read_text())
+    assert tree_fit["backend"] in ("faiss", "torch") and tree_fit["levels"] == [4, 16] and len(tree_fit["level_seconds"]) == 2
     assert not [t for t in crisp.data.tags if t.startswith(("crisp.cache.", "provenance."))]  # keys and provenance: artifacts
     assert len([t for t in crisp.data.tags if not t.startswith("mlflow.")]) <= 12  # the few tags a user filters by
     assert crisp.info.run_name == "crisp" and crisp.data.tags["crisp.point"] == "selection.method=crisp"  # names the table keeps

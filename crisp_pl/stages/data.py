@@ -246,6 +246,9 @@ def specialist_pieces(prepared: "Prepared", subset: np.ndarray) -> np.ndarray:
     return np.flatnonzero(train.documents_in(subset)[prepared.train_piece_docs])
 
 
+TREE_FIT = "tree_fit.json"  # how the tree was fitted: the backend that ran, the level fit, seconds per level
+
+
 def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: CacheEntry) -> CacheEntry:
     cluster = to_dict(cfg.cluster)
     cluster.pop("level")  # which level weights the sampling does not change the tree
@@ -254,7 +257,14 @@ def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: CacheEntry) -
     inputs = {"embeddings": pool_embeddings.key, "cluster": cluster}
 
     def build(out: Path) -> None:
-        ClusterTree.fit(load_embeddings(pool_embeddings.path), cfg.cluster).save(out / "tree.npz")  # fp16 in, converted per batch
+        embeddings = load_embeddings(pool_embeddings.path)
+        tree = ClusterTree.fit(embeddings, cfg.cluster)  # fp16 in, converted per batch
+        tree.save(out / "tree.npz")
+        fit = {"backend": tree.backend_, "fit": cfg.cluster.fit, "vectors": len(embeddings), "levels": list(cfg.cluster.levels),
+               "level_seconds": [round(s, 3) for s in tree.fit_seconds_]}
+        (out / TREE_FIT).write_text(json.dumps(fit, indent=1))
+        print(f"tree: {' -> '.join(map(str, cfg.cluster.levels))} clusters over {len(embeddings):,} windows on {tree.backend_} "
+              f"({cfg.cluster.fit} level fit) in {sum(tree.fit_seconds_):.1f} s", flush=True)
 
     return cache.run("tree", inputs, build)
 

@@ -21,7 +21,7 @@ from crisp_pl.model.ladder import apply_ladder, non_embedding_params
 from crisp_pl.sampling import Groups, repetition_stats
 from crisp_pl.selection import get_method
 from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_draws
-from crisp_pl.stages.data import prepare, specialist_subset
+from crisp_pl.stages.data import TREE_FIT, prepare, specialist_subset
 from crisp_pl.stages.evaluation import eval_stage, load_metrics
 from crisp_pl.stages.selection import selection_cost, selection_stage
 from crisp_pl.stages.training import TrainRecord, base_stage, finetune_stage, train_stage
@@ -105,6 +105,8 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
     artifacts.update({p.name: p for p in evaluation.path.glob("*.json")})
     if covered is not None:
         artifacts["coverage.csv"] = covered.path / "coverage.csv"
+    if prepared.tree is not None and (prepared.tree.path / TREE_FIT).is_file():  # trees from before the record have none
+        artifacts[TREE_FIT] = prepared.tree.path / TREE_FIT
     trained_stages = {"base": base, "": pretrained if pretrained is not base else None, "finetune": model if model is not pretrained else None}
     curves = {prefix: stage.path / ValidationCurve.FILE for prefix, stage in trained_stages.items() if stage is not None}
     return PointResult(metrics, keys, dict(artifacts, checkpoint=model.path / "final.ckpt"), curves)

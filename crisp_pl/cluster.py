@@ -62,6 +62,13 @@ def resolve_backend(backend: str) -> str:
     return "faiss-gpu" if gpus > 0 else "faiss"
 
 
+def resolve_fit(fit: str) -> str:
+    """`auto` -> `batched` where torch sees a GPU (a few large products per level), else `per_parent`."""
+    import torch
+
+    return ("batched" if torch.cuda.is_available() else "per_parent") if fit == "auto" else fit
+
+
 def _compute():
     """Device and dtype of the torch distance work: fp16 matmuls on cuda, fp32 on cpu."""
     import torch
@@ -259,14 +266,14 @@ class ClusterTree:
         """Fit the tree on x (n, d).
 
         The fit's top-down assignment is kept in `labels_` (n, n_levels), the seconds spent on
-        each level (its k-means fits plus labelling every point) in `fit_seconds_`, and the backend
-        that ran (`faiss-gpu`, `faiss`, `torch`) in `backend_`.
+        each level (its k-means fits plus labelling every point) in `fit_seconds_`, the backend
+        that ran (`faiss-gpu`, `faiss`, `torch`) in `backend_` and the level fit in `fit_`.
         """
         x = np.asarray(x)
         if x.ndim != 2:
             raise ClusterError(f"clustering expects a (n, d) array, got shape {x.shape}")
         check_levels(list(cfg.levels), len(x))
-        backend = resolve_backend(cfg.backend)
+        backend, fit = resolve_backend(cfg.backend), resolve_fit(cfg.fit)
         data = _resident(x)
         tree = cls([], [])
         labels = np.zeros((len(x), len(cfg.levels)), dtype=np.int32)
@@ -275,7 +282,7 @@ class ClusterTree:
             start = time.perf_counter()
             parent = labels[:, level - 1] if level else None  # level 0: every point under one root
             above = tree.centroids[level - 1] if level else np.zeros((1, x.shape[1]), np.float32)
-            if level and cfg.fit == "batched":
+            if level and fit == "batched":
                 c, v = _fit_level_batched(data, parent, above, k // len(above), cfg, level)
             else:
                 c, v = _fit_level(data, parent, above, k // len(above), cfg, level, backend, progress)
@@ -285,7 +292,7 @@ class ClusterTree:
             labels[:, level] = tree._labels(data, level, parent)
             tree.fit_seconds_.append(time.perf_counter() - start)  # labels are on the host: device work is done
         tree.labels_ = labels
-        tree.backend_ = backend
+        tree.backend_, tree.fit_ = backend, fit
         return tree
 
     def assign(self, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:

@@ -208,9 +208,10 @@ class ClusterConfig:
     backend: str = "auto"
     """`auto` (faiss GPU, else torch on cuda, else faiss CPU), `faiss` or `torch`."""
     seed: int = 0
-    fit: str = "per_parent"
-    """How a level below the first is fitted: `per_parent` (a k-means++ seeded k-means per parent) or
-    `batched` (one Lloyd over every parent at once, randomly seeded: the 262k-leaf scale)."""
+    fit: str = "auto"
+    """How a level below the first is fitted: `per_parent` (a k-means++ seeded k-means per parent),
+    `batched` (one Lloyd over every parent at once, randomly seeded: the 262k-leaf scale), or `auto`:
+    batched where torch sees a GPU, per_parent on CPU (where the loop measured 1.7x faster)."""
 
     def __post_init__(self):
         if not self.levels or any(k < 1 for k in self.levels):
@@ -218,8 +219,8 @@ class ClusterConfig:
         for upper, lower in zip(self.levels, self.levels[1:]):
             if lower % upper:
                 raise ConfigError(f"cluster.levels: {lower} is not a multiple of {upper}")
-        if self.fit not in ("per_parent", "batched"):
-            raise ConfigError(f"cluster.fit must be per_parent or batched, got {self.fit!r}")
+        if self.fit not in ("auto", "per_parent", "batched"):
+            raise ConfigError(f"cluster.fit must be auto, per_parent or batched, got {self.fit!r}")
         if self.backend not in ("auto", "faiss", "torch"):
             raise ConfigError(f"cluster.backend must be auto, faiss or torch, got {self.backend!r}")
 

@@ -169,3 +169,25 @@ def test_a_batched_level_fit_clusters_as_well_as_one_kmeans_per_parent():
         patch.setattr(cluster, "_BLOCK", small)
         again = ClusterTree.fit(x, ClusterConfig(levels=[4, 64, 256], niter=10, fit="batched"), progress=False)
     np.testing.assert_allclose(again.centroids[2], trees["batched"].centroids[2], atol=1e-5)
+
+
+def test_the_auto_level_fit_is_the_per_parent_loop_on_cpu_and_keeps_the_tree_s_cache_key(tmp_path):
+    import torch
+
+    from crisp_pl.cache import CacheEntry, StageCache
+    from crisp_pl.cluster import resolve_fit
+    from crisp_pl.config import build_run_config, stable_hash
+    from crisp_pl.stages.data import tree_stage
+
+    assert not torch.cuda.is_available() and resolve_fit("auto") == "per_parent" and resolve_fit("batched") == "batched"
+    x = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
+    assert ClusterTree.fit(x, ClusterConfig(levels=[2, 4], niter=2), progress=False).fit_ == "per_parent"
+
+    class Planned(StageCache):  # the key each config would build under, without building
+        def run(self, stage, inputs, build, collective=False):
+            return CacheEntry(stage, stable_hash(inputs), tmp_path)
+
+    embeddings = CacheEntry("embeddings", "abc", tmp_path)
+    keys = {fit: tree_stage(Planned(tmp_path), build_run_config({"cluster": {"fit": fit}}), embeddings).key
+            for fit in ("auto", "per_parent", "batched")}
+    assert keys["auto"] == keys["per_parent"] != keys["batched"]  # trees fitted before `auto` keep their keys on CPU

@@ -26,7 +26,7 @@ import pandas as pd
 
 from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
-from crisp_pl.cluster import ClusterTree
+from crisp_pl.cluster import ClusterTree, resolve_fit
 from crisp_pl.config import ConfigError, RunConfig, to_dict
 from crisp_pl.corpus.tasks import iter_corpus, load_corpus, load_task_documents, split_task, unit_hash
 from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
@@ -252,19 +252,20 @@ TREE_FIT = "tree_fit.json"  # how the tree was fitted: the backend that ran, the
 def tree_stage(cache: StageCache, cfg: RunConfig, pool_embeddings: CacheEntry) -> CacheEntry:
     cluster = to_dict(cfg.cluster)
     cluster.pop("level")  # which level weights the sampling does not change the tree
+    cluster["fit"] = resolve_fit(cluster["fit"])  # the fit that runs here: `auto` differs between machines
     if cluster["fit"] == "per_parent":
-        cluster.pop("fit")  # the default: trees fitted before the option keep their keys
+        cluster.pop("fit")  # trees fitted before the option keep their keys
     inputs = {"embeddings": pool_embeddings.key, "cluster": cluster}
 
     def build(out: Path) -> None:
         embeddings = load_embeddings(pool_embeddings.path)
         tree = ClusterTree.fit(embeddings, cfg.cluster)  # fp16 in, converted per batch
         tree.save(out / "tree.npz")
-        fit = {"backend": tree.backend_, "fit": cfg.cluster.fit, "vectors": len(embeddings), "levels": list(cfg.cluster.levels),
+        fit = {"backend": tree.backend_, "fit": tree.fit_, "vectors": len(embeddings), "levels": list(cfg.cluster.levels),
                "level_seconds": [round(s, 3) for s in tree.fit_seconds_]}
         (out / TREE_FIT).write_text(json.dumps(fit, indent=1))
         print(f"tree: {' -> '.join(map(str, cfg.cluster.levels))} clusters over {len(embeddings):,} windows on {tree.backend_} "
-              f"({cfg.cluster.fit} level fit) in {sum(tree.fit_seconds_):.1f} s", flush=True)
+              f"({tree.fit_} level fit) in {sum(tree.fit_seconds_):.1f} s", flush=True)
 
     return cache.run("tree", inputs, build)
 

@@ -139,3 +139,9 @@ def verdict(m: dict[str, float]) -> str:
     if m["nearest_ratio"] >= COVERED and m["general_specialist_mass"] <= 2 * general_share:
         return f"the pool covers this domain: CRISP has close text to draw ({facts})"
     return f"the pool covers this domain in part: expect a moderate gain over uniform ({facts})"
+
+
+def repetition(m: dict[str, float]) -> str:
+    """How often a drawn window repeats at the planned budget, against uniform over the pool."""
+    return (f"a drawn window repeats {m['expected_repetition']:.1f}x in expectation at this budget "
+            f"(uniform over the pool: {m['uniform_repetition']:.1f}x)")

@@ -24,7 +24,7 @@ from crisp_pl import seeds
 from crisp_pl.config import ConfigError, RunConfig
 from crisp_pl.corpus.tokenizer import load_tokenizer
 from crisp_pl.corpus.windows import WindowStore
-from crisp_pl.coverage import verdict
+from crisp_pl.coverage import repetition, verdict
 from crisp_pl.sampling import Groups
 from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_draws
 from crisp_pl.stages.data import prepare
@@ -55,9 +55,7 @@ def coverage_report(runner) -> list[tuple[str, dict[str, float]]]:
 def coverage_lines(report: list[tuple[str, dict[str, float]]]) -> list[str]:
     lines = []
     for what, metrics in report:
-        lines += [what, "  " + verdict(metrics),
-                  f"  a drawn window repeats {metrics['expected_repetition']:.1f}x in expectation at this budget "
-                  f"(uniform over the pool: {metrics['uniform_repetition']:.1f}x)"]
+        lines += [what, "  " + verdict(metrics), "  " + repetition(metrics)]
     return lines
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from crisp_pl.cache import StageCache
 from crisp_pl.config import RunConfig
 from crisp_pl.costs import point_costs
-from crisp_pl.coverage import verdict
+from crisp_pl.coverage import repetition, verdict
 from crisp_pl.model.gpt import GPTConfig
 from crisp_pl.model.ladder import apply_ladder, non_embedding_params
 from crisp_pl.sampling import Groups, repetition_stats
@@ -60,8 +60,7 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
         level = int(groups.info.get("chosen_level", cfg.cluster.level)) % len(cfg.cluster.levels)
         covered = coverage_stage(cache, cfg, prepared, level)
         found = coverage_metrics(covered, groups, len(prepared.stores.pool), planned_draws(cfg))
-        print(f"coverage: {verdict(found)}; a drawn window repeats {found['expected_repetition']:.1f}x in expectation "
-              f"(uniform: {found['uniform_repetition']:.1f}x)", flush=True)
+        print(f"coverage: {verdict(found)}; {repetition(found)}", flush=True)
     base = base_stage(cache, cfg, prepared, logger("base")) if cfg.base.steps else None
     # train.max_steps = 0 after a base: the base itself is the model (D′ = 0 in a split study)
     pretrained = base if cfg.train.max_steps == 0 else train_stage(cache, cfg, prepared, selection, logger(""), base,

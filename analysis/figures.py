@@ -376,7 +376,8 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
     """Every group against every task its models were scored on (`eval.tasks`): a heat map of the mean
     test perplexity over seeds divided by the generalist's (`uniform`) on the same task, annotated with
     the perplexity, and the same numbers in markdown. Columns: the tasks some other task's models were
-    scored on; none (and no file) in a study that scores each model on its own task only."""
+    scored on; none (and no file) in a study that scores each model on its own task only. Groups of one
+    method whose scores are identical are one model (the generalist every task shares): one row."""
     runs = with_groups(runs)
     tasks = [t for t in dict.fromkeys(runs["task"]) if f"test/{t}/ppl" in runs
              and runs.loc[runs["task"] != t, f"test/{t}/ppl"].notna().any()]
@@ -386,6 +387,15 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
     ppl = pd.DataFrame({t: summarize(runs, f"test/{t}/ppl").set_index("group")["mean"].reindex(names) for t in tasks})
     uniform = runs[runs["group"].isin(reference_groups(runs, "uniform"))]
     base = pd.Series({t: uniform[f"test/{t}/ppl"].mean() for t in tasks}) if len(uniform) else pd.Series(1.0, index=tasks)
+    # one model shared by several groups (the generalist, trained once for every task) scores the same: one row
+    trained_for = runs.groupby("group", sort=False)["task"].first()
+    rows: dict[str, list[str]] = {}
+    for n in names:
+        twin = next((r for r in rows if short_label(r) == short_label(n) and ppl.loc[r].equals(ppl.loc[n])), None)
+        rows.setdefault(twin or n, []).append(trained_for[n])
+    names, ppl = list(rows), ppl.loc[list(rows)]
+    labels = [f"{short_label(n)} ({'every task' if len(rows[n]) == trained_for.nunique() > 1 else ', '.join(rows[n])})"
+              for n in names]
     ratio = ppl / base
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(tasks), 1.2 + 0.45 * len(names)))
     image = ax.imshow(np.log(ratio.to_numpy(dtype=float)), cmap="RdBu_r", vmin=-0.7, vmax=0.7, aspect="auto")
@@ -393,13 +403,12 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
         if not np.isnan(ppl.iat[i, j]):
             ax.text(j, i, format_mean_se(ppl.iat[i, j]), ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(tasks)), [f"scored on\n{t}" for t in tasks], fontsize=8)
-    trained_for = runs.groupby("group", sort=False)["task"].first()
-    ax.set_yticks(range(len(names)), [f"{short_label(n)} ({trained_for[n]})" for n in names], fontsize=8)
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
     fig.colorbar(image, ax=ax, label="log(ppl / generalist's ppl): blue is better")
     ax.set_title("transfer: test perplexity, mean over seeds", fontsize=9)
     paths = save_figure(fig, folder / "transfer")
     table = ppl.map(lambda v: format_mean_se(v)).rename(columns=lambda t: f"ppl on {t}")
-    table.insert(0, "group", names)
+    table.insert(0, "group", [n if len(rows[n]) == 1 else label for n, label in zip(names, labels)])
     (folder / "transfer.md").write_text(table.to_markdown(index=False, disable_numparse=True) + "\n")
     return paths + [folder / "transfer.md"]
 

@@ -202,6 +202,11 @@ def test_transfer_matrix_scores_every_group_on_every_task(tmp_path):
     assert table[0] == "| group | ppl on medical | ppl on programming |"
     assert "| crisp,task=medical | 100.5 | 300 |" in table and "| crisp,task=programming | 300 | 100.5 |" in table
     assert transfer_matrix(pd.DataFrame(rows).drop(columns=["test/programming/ppl"]).query("task == 'medical'"), tmp_path) == []
+    shared = pd.DataFrame(rows)
+    generalist = shared["method"] == "uniform"
+    shared.loc[generalist, ["test/medical/ppl", "test/programming/ppl"]] = 250.0  # one generalist model for both tasks
+    table = [" ".join(line.split()) for line in transfer_matrix(shared, tmp_path)[2].read_text().splitlines()]
+    assert "| uniform (every task) | 250 | 250 |" in table and len(table) == 2 + 3  # one generalist row, two CRISP rows
 
 
 def test_a_method_has_one_colour_in_every_figure_and_its_fine_tuned_variant_a_darker_one():

@@ -35,6 +35,19 @@ def test_ui_without_a_store_says_what_to_do(tmp_path, capsys):
     assert "run a study first" in capsys.readouterr().err
 
 
+def test_ui_names_the_page_that_opens_on_the_runs_table(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from crisp_pl.ui import runs_url
+
+    store = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{store}").create_experiment("other")
+    assert runs_url(store, "127.0.0.1", 5000) == "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+    experiment = MlflowClient(f"sqlite:///{store}").create_experiment("crisp_pl")
+    # MLflow 3 opens an experiment on its GenAI pages unless the URL asks for the model-training view
+    assert runs_url(store, "127.0.0.1", 5000) == f"http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning"
+
+
 def test_ui_on_a_taken_port_says_so_and_fails(tmp_path, capsys):
     (tmp_path / "mlflow.db").touch()
     with socket.socket() as taken:

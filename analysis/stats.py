@@ -126,13 +126,15 @@ SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 def format_quantity(value: float, unit: str) -> str:
     """A cost in a unit a reader takes in at a glance: `3.5 GFLOP`, `1.2 M` tokens, `4.0 s` / `12 min` / `3.2 h`
-    for device-hours; zero as `0`, a missing value as `-`."""
+    for device-hours (under 10 ms: `< 0.01 s`); zero as `0`, a missing value as `-`."""
     if value is None or math.isnan(value):
         return "-"
     if value == 0:
         return "0"
     if unit == "hours":
         seconds = value * 3600
+        if seconds < 0.01:
+            return "< 0.01 s"  # bookkeeping (uniform's selection), not work: no spurious digits
         return f"{seconds:.3g} s" if seconds < 60 else f"{seconds / 60:.3g} min" if seconds < 3600 else f"{value:.3g} h"
     for scale, prefix in SI:
         if abs(value) >= scale:

@@ -228,7 +228,7 @@ def test_costs_read_in_units():
     from analysis.stats import format_quantity
 
     assert format_quantity(3.518e9, "FLOP") == "3.52 GFLOP" and format_quantity(2.997e11, "FLOP") == "300 GFLOP"
-    assert format_quantity(3.004e-7, "hours") == "0.00108 s" and format_quantity(0.2, "hours") == "12 min"
+    assert format_quantity(3.004e-7, "hours") == "< 0.01 s" and format_quantity(5e-6, "hours") == "0.018 s" and format_quantity(0.2, "hours") == "12 min"
     assert format_quantity(5.0, "hours") == "5 h" and format_quantity(1.2e6, "") == "1.2 M" and format_quantity(2016, "") == "2.02 k"
     assert format_quantity(0.0, "FLOP") == "0" and format_quantity(float("nan"), "hours") == "-"
 

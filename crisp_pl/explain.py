@@ -33,8 +33,11 @@ from crisp_pl.stages.selection import selection_stage
 
 def coverage_report(runner) -> list[tuple[str, dict[str, float]]]:
     """[(what, metrics)] for each distinct specialist set and level of the study's points (`runner`: a StudyRunner)."""
-    out, seen = [], set()
+    out, seen, groups_seen = [], set(), set()
     for point in runner.points:
+        if point.group in groups_seen:
+            continue  # another seed of a point already reported: the same specialist set, pool and tree
+        groups_seen.add(point.group)
         cfg: RunConfig = point.config
         if cfg.selection.method not in COVERAGE_METHODS:
             cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, method="crisp"))

@@ -344,7 +344,7 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
             ax.errorbar(at[order], summary["mean"].to_numpy()[order], yerr=summary["se"].fillna(0).to_numpy()[order],
                         marker="o", color=color, capsize=3, label=label)
             ax.scatter(lines[x], lines[column], s=8, color=color, alpha=0.5)
-            table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, spec.get("label", x): format_mean_se(float(at[i])),
+            table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, spec.get("label", x): _format_cost(x, float(at[i])),
                        "n": int(summary["n"][i]), "mean ± SE": format_mean_se(summary["mean"][i], summary["se"][i])}
                       for i in order]
         chance = chance_level(rows, task) if column.endswith("/acc") else None
@@ -357,7 +357,7 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
         ax.set_title(f"{task}: mean over seeds, ±1 SE, dots: seeds", fontsize=9)
         ax.legend(fontsize=7)
     paths = save_figure(fig, stem)
-    markdown = stem.with_suffix(".md")
+    markdown = stem.with_name(f"{stem.name}.md")
     markdown.write_text(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True) + "\n")
     return paths + [markdown]
 

@@ -183,6 +183,9 @@ def test_sweep_figure_draws_a_metric_against_a_swept_quantity(tmp_path):
     assert [line.split("|")[4].strip() for line in crisp] == ["1000", "2000", "4000"]
     assert "395.0 ± 5.0" in crisp[0] and "365.0 ± 5.0" in crisp[2]
     assert sweep_figure(pd.DataFrame(rows), {"x": "selection/clusters"}, tmp_path) == []  # nothing logged it: no figure
+    costs = pd.DataFrame(rows).assign(**{"cost/total_flops": lambda d: d["data/pool_windows"] * 1e10})
+    table = sweep_figure(costs, {"x": "cost/total_flops"}, tmp_path)[2].read_text()
+    assert "| 10 TFLOP |" in " ".join(table.split()) and "e+" not in table  # a cost axis in readable units
 
 
 def test_transfer_matrix_scores_every_group_on_every_task(tmp_path):

@@ -9,7 +9,8 @@ task's generalist and against its CRISP, and every run. All in one folder (the r
 results/figures/STUDY-SCALE/). Metric names match MLflow's (`test/TASK/ppl`, `test/arc_easy/acc`,
 `cost/selection_flops`). A study's `figures` add sweep figures: a quality metric against a swept
 quantity (pool size, specialist size, clusters), one line per variant, as PNG, PDF and markdown.
-`index.md` lists every file with a caption under the study's description (the finding it tests).
+Every figure is written as PNG and PDF (`save_figure`); `index.md` lists every file with a caption
+under the study's description (the finding it tests).
 
 A group is a point without its seed (column `group`; `seed` its replicate): bars are the mean over
 its seeds, error bars one standard error (none with a single seed), dots the seeds themselves.

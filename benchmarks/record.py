@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PACKAGES = ("torch", "lightning", "faiss-cpu", "faiss-gpu", "sentence-transformers", "numpy")
+PACKAGES = ("torch", "lightning", "faiss-cpu", "faiss-gpu-cu12", "sentence-transformers", "numpy")  # faiss-gpu-cu12: the gpu extra
 
 
 @cache
@@ -39,11 +39,12 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             pass
     gpu = None
-    if "torch" in sys.modules or "torch" in versions:
+    if "torch" in versions:
         import torch
 
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"run": uuid.uuid4().hex[:8], "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    return {"run": uuid.uuid4().hex[:8], "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": gpu or f"cpu x{os.cpu_count()} ({platform.processor() or platform.machine()})",
             "python": platform.python_version(), **versions,
             "git": git("rev-parse", "--short", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}

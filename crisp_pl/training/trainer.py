@@ -18,20 +18,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from crisp_pl.config import TrainConfig
+from crisp_pl.training.progress import training_progress
 
 # Lightning's advertisement on every fit, and a deprecation inside Lightning itself, filled every log
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-class StepProgressBar(RichProgressBar):
-    """Training is one endless epoch of draws bounded by `max_steps`: label the bar by steps, not as "Epoch 0/-2"."""
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        return f"train ({self.trainer.max_steps} steps)"
 
 
 class ValidationCurve(Callback):
@@ -118,7 +112,7 @@ def build_trainer(train: TrainConfig, *, validate_every: int | None = None, logg
                   {"val_check_interval": min(validate_every, train.max_steps) * accumulate, "check_val_every_n_epoch": None})
     return L.Trainer(**trainer_kwargs(train), **validation, accumulate_grad_batches=accumulate,
                      logger=logger if logger is not None else False,
-                     callbacks=[*callbacks, StepProgressBar()], enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+                     callbacks=[*callbacks, training_progress()], enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
                      use_distributed_sampler=False, enable_model_summary=False, default_root_dir=root)
 
 

@@ -229,10 +229,12 @@ def _study(args) -> int:
     rows = runner.status()
     for row in rows:
         done = f"  test ppl {row['ppl']:.1f} in {row['seconds']:.0f} s" if row["ppl"] is not None and row["seconds"] is not None else ""
-        print(f"{row['state']:8s} {row['point']}{done}  {row['run_id']}")
+        print(f"{row['state']:9s} {row['point']}{done}  {row['run_id']}")
     states = {state: sum(r["state"] == state for r in rows) for state in dict.fromkeys(r["state"] for r in rows)}
     print(f"\n{', '.join(f'{n} {state}' for state, n in states.items())} of {len(rows)} points; "
           f"which stages each would reuse or compute: crisp study plan {study.ref} --scale {args.scale}")
+    if "elsewhere" in states:
+        print("elsewhere: finished in another run of this study (other --seeds); `crisp study run` logs it here from the cache")
     return 0
 
 

@@ -338,13 +338,19 @@ class StudyRunner:
                 "mlflow.parentRunId": parent_id, "crisp.config_hash": stable_hash(to_dict(point.config))}
 
     def status(self) -> list[dict]:
-        """One row per point: its state in MLflow (done, running, failed, pending), its run id, and for a
-        finished point its test perplexity (`ppl`) and time (`seconds`)."""
+        """One row per point: its state in MLflow (done, running, failed, pending; `elsewhere`: finished under
+        another run of this study, one with other `--seeds`, which `run` logs here from the cache), its run
+        id, and for a finished point its test perplexity (`ppl`) and time (`seconds`)."""
         parent = self.parent(create=False)
         rows = []
         for point in self.points:
             run = self.child(parent.run_id, point) if parent else None
             state = {"FINISHED": "done", "RUNNING": "running", "FAILED": "failed", "KILLED": "failed"}.get(run.status, "?") if run else "pending"
+            if run is None and self.has_store():
+                # the same point under another parent: a run of this study with other --seeds, e.g. one process a seed
+                other = self.tracker.find_run({"crisp.kind": "point", "crisp.study": self.study.name, "crisp.scale": self.scale,
+                                               "crisp.config_hash": stable_hash(to_dict(point.config))})
+                state, run = {"FINISHED": ("elsewhere", other), "RUNNING": ("running", other)}.get(other.status if other else "", (state, None))
             metrics = run.metrics if run else {}
             rows.append({"point": point.name, "state": state, "run_id": run.run_id if run else "",
                          "ppl": metrics.get(f"test/{point.config.task.name}/ppl"), "seconds": metrics.get("time/point_seconds")})

@@ -265,6 +265,14 @@ def test_seeded_micro_study_shares_seedless_stages_and_reports_over_seeds(tmp_pa
     assert "#### Paired differences against CRISP (`crisp`)" in text
     assert [" ".join(line.split()).split(" | ")[1] for line in text.splitlines() if line.startswith("| crisp+ft")][:3] == ["2"] * 3
 
+    # the study with one more seed is another run (another parent): its status finds these points done under this one
+    import dataclasses
+
+    wider = StudyRunner(dataclasses.replace(runner.study, seeds=[0, 1, 2]), "tiny", [f"results_dir={results}"])
+    status = {row["point"]: (row["state"], row["run_id"]) for row in wider.status()}
+    assert {name: status[name] for name in names} == {r["point"]: ("elsewhere", r["run_id"]) for r in rows}
+    assert [status[f"{v},seed=2"] for v in ("generalist", "crisp", "crisp+ft")] == [("pending", "")] * 3
+
 
 def test_a_study_is_named_again_the_way_it_can_be_found(tmp_path):
     from crisp_pl.study import load_study

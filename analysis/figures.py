@@ -217,7 +217,8 @@ def _cost_columns(task: str) -> dict[str, str]:
 
 
 UNITS = {"cost/selection_flops": "FLOP", "cost/train_flops": "FLOP", "cost/total_flops": "FLOP",
-         "cost/selection_hours": "hours", "train/final_tokens": ""}  # costs in readable units (analysis.stats.format_quantity)
+         "cost/selection_hours": "hours", "cost/train_hours": "hours", "cost/total_hours": "hours",
+         "train/final_tokens": ""}  # costs in readable units (analysis.stats.format_quantity)
 
 
 def _format_cost(column: str, value: float) -> str:

@@ -23,6 +23,8 @@ This module knows nothing of MLflow or the study runner: `crisp figures` hands i
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -163,13 +165,19 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Pat
 
 
 def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str, pd.DataFrame] | None = None,
-               tasks: dict[str, str] | None = None) -> list[Path]:
-    """For each CRISP point: P(c|Ds) and P(c|Dg) per cluster, clusters sorted by importance weight; beside
+               tasks: dict[str, str] | None = None) -> tuple[list[Path], dict[str, str]]:
+    """For each CRISP selection: P(c|Ds) and P(c|Dg) per cluster, clusters sorted by importance weight; beside
     it, where the point logged its coverage rows, how close specialist and pool text sit to the pool.
-    The title names the task (`tasks`: point -> task) and the tree level by its number of clusters."""
-    paths, coverage = [], coverage or {}
+    The title names the task (`tasks`: point -> task) and the tree level by its number of clusters.
+    Points with the same histogram drew from one selection (CRISP and CRISP+FT, every training budget):
+    one figure, named after the first, whose index caption lists them all. Returns the paths and the captions."""
+    paths, captions, coverage, tasks = [], {}, coverage or {}, tasks or {}
+    shared: dict[str, list[str]] = {}
     for point, table in tables.items():
-        table = table.sort_values("importance_weight", ascending=False)
+        twin = next((first for first in shared if tasks.get(first) == tasks.get(point) and tables[first].equals(table)), None)
+        shared.setdefault(twin or point, []).append(point)
+    for point, same in shared.items():
+        table = tables[point].sort_values("importance_weight", ascending=False)
         rows = coverage.get(point)
         fig, axes = plt.subplots(1, 2 if rows is not None else 1, figsize=(11, 3.4) if rows is not None else (7, 3.4),
                                  squeeze=False, gridspec_kw={"width_ratios": [3, 2]} if rows is not None else None)
@@ -179,14 +187,18 @@ def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str
         ax.bar(x, table["p_generalist"], width=1.0, alpha=0.5, color=METHOD_COLORS["uniform"], label="P(c|Dg) generalist")
         ax.set_xlabel(f"cluster ({len(table)}), by importance weight w(c) = P(c|Ds) / P(c|Dg)")
         ax.set_ylabel("probability")
-        task = (tasks or {}).get(point)
-        ax.set_title(f"{task + ': ' if task else ''}tree level of {len(table)} clusters ({short_label(point).replace(chr(10), ', ')})",
+        task = tasks.get(point)
+        more = f" and {len(same) - 1} more with this selection" if len(same) > 1 else ""
+        ax.set_title(f"{task + ': ' if task else ''}tree level of {len(table)} clusters ({short_label(point).replace(chr(10), ', ')}{more})",
                      fontsize=9)
         ax.legend()
         if rows is not None:
             _coverage_panel(axes[0, 1], rows)
-        paths += save_figure(fig, folder / f"histogram-{point.replace('=', '-').replace(',', '_')}")
-    return paths
+        stem = folder / f"histogram-{point.replace('=', '-').replace(',', '_')}"
+        paths += save_figure(fig, stem)
+        if len(same) > 1:
+            captions[f"{stem.name}.png"] = f"{HISTOGRAM_CAPTION}; one selection, drawn by: {', '.join(f'`{p}`' for p in same)}"
+    return paths, captions
 
 
 def _coverage_panel(ax, rows: pd.DataFrame) -> None:
@@ -420,18 +432,23 @@ CAPTIONS = {"results.png": "held-out quality per group: mean over seeds, ±1 SE,
             "val_loss.png": "validation loss against pretraining tokens, one line per seed"}
 
 
-def index(folder: Path, paths: list[Path], title: str, description: str) -> Path:
-    """`index.md`: the study, the finding it tests (its description), and every figure and table with a caption."""
+HISTOGRAM_CAPTION = "the CRISP histogram P(c|Ds) against P(c|Dg)"
+
+
+def index(folder: Path, paths: list[Path], title: str, description: str, captions: dict[str, str] | None = None) -> Path:
+    """`index.md`: the study, the finding it tests (its description), and every figure and table with a caption
+    (`captions`: file name -> caption, before the defaults by file name)."""
     lines = [f"# {title}", "", " ".join(description.split()), ""]
     names = {path.name for path in paths}
+    captions = {**CAPTIONS, **(captions or {})}
     for path in paths:
         if path.suffix == ".pdf":
             continue  # linked beside its PNG
-        caption = CAPTIONS.get(path.name) or ("the CRISP histogram P(c|Ds) against P(c|Dg)" if path.name.startswith("histogram-")
-                                              else "a quality metric against the swept quantity" if path.name.startswith("sweep-")
+        caption = captions.get(path.name) or (HISTOGRAM_CAPTION if path.name.startswith("histogram-")
                                               else "every model scored on every task" if path.name.startswith("transfer") else "")
         pdf = path.with_suffix(".pdf").name
-        lines.append(f"- [{path.name}]({path.name}){f' ([PDF]({pdf}))' if pdf in names else ''}{': ' + caption if caption else ''}")
+        link = f" ([PDF]({pdf}))" if path.suffix == ".png" and pdf in names else ""  # a table has no vector copy
+        lines.append(f"- [{path.name}]({path.name}){link}{': ' + caption if caption else ''}")
     out = folder / "index.md"
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -451,15 +468,31 @@ def draw(runs: pd.DataFrame, curves: pd.DataFrame, tables: dict[str, pd.DataFram
     folder.mkdir(parents=True, exist_ok=True)
     paths = metric_bars(runs, folder / "results") + loss_curves(runs, curves, folder / "val_loss") + \
         [results_table(runs, folder / "results.md")]
+    captions = {}
     for spec in figures:
-        paths += sweep_figure(runs, spec, folder)
+        drawn = sweep_figure(runs, spec, folder)
+        paths += drawn
+        captions.update({p.name: f"test quality against {spec.get('label', spec['x'])}: mean over seeds, ±1 SE"
+                         for p in drawn if p.suffix != ".md"})
+        captions.update({p.name: f"the values drawn in {drawn[0].name}" for p in drawn if p.suffix == ".md"})
     tasks = with_groups(runs).drop_duplicates("group").set_index("group")["task"].to_dict()
-    paths += transfer_matrix(runs, folder) + histograms(tables, folder, coverage, tasks)
-    return paths + [index(folder, paths, title or folder.name, description)]
+    drawn, histogram_captions = histograms(tables, folder, coverage, tasks)
+    paths += transfer_matrix(runs, folder) + drawn
+    return paths + [index(folder, paths, title or folder.name, description, {**captions, **histogram_captions})]
 
 
 def draw_study(results) -> list[Path]:
     """`results`: anything with .runs, .curves, .histograms, .folder (and .figures, .description), e.g.
-    `StudyRunner.results()`."""
-    return draw(results.runs, results.curves, results.histograms, results.folder, getattr(results, "figures", ()),
-                results.folder.name, getattr(results, "description", ""), getattr(results, "coverage", None))
+    `StudyRunner.results()`. The folder is replaced whole, once every file is drawn: no figure of a group
+    the study no longer has is left in it (nor uploaded with it), and a failed drawing leaves the old set."""
+    folder = Path(results.folder)
+    staging, old = folder.with_name(f"{folder.name}.partial"), folder.with_name(f"{folder.name}.old")
+    for path in (staging, old):
+        shutil.rmtree(path, ignore_errors=True)
+    paths = draw(results.runs, results.curves, results.histograms, staging, getattr(results, "figures", ()),
+                 folder.name, getattr(results, "description", ""), getattr(results, "coverage", None))
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return [folder / path.name for path in paths]

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from analysis.figures import (
+    CAPTIONS,
     chance_level,
     draw,
     group_table,
@@ -149,6 +150,8 @@ def test_one_seed_draws_without_error_bars_and_old_frames_still_draw(tmp_path):
     listed = (tmp_path / "all" / "index.md").read_text().splitlines()
     assert listed[:3] == ["# micro", "", "CRISP beats the generalist."] and sum(line.startswith("- [") for line in listed) == 3
     assert "- [results.png](results.png) ([PDF](results.pdf)): held-out quality" in "\n".join(listed)  # the vector copy beside
+    assert [line for line in listed if line.startswith("- [results.md]")] == \
+        ["- [results.md](results.md): " + CAPTIONS["results.md"]]  # a table has no PDF beside it
 
 
 def test_training_curves_run_on_tokens_where_the_runs_logged_them():

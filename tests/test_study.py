@@ -258,8 +258,13 @@ def test_seeded_micro_study_shares_seedless_stages_and_reports_over_seeds(tmp_pa
 
     from analysis.figures import draw_study
 
+    study.folder.mkdir(parents=True)
+    (study.folder / "histogram-dropped_group.png").write_bytes(b"drawn by an older run of the study")
     paths = draw_study(study)
+    assert sorted(study.folder.iterdir()) == sorted(paths)  # the folder is this drawing's, whole: nothing stale
     assert {p.name for p in paths} >= {"results.png", "val_loss.png", "results.md", "histogram-crisp.png"}
+    assert "histogram-crisp+ft.png" not in {p.name for p in paths}  # crisp+ft drew from crisp's selection: one figure
+    assert "one selection, drawn by: `crisp`, `crisp+ft`" in (study.folder / "index.md").read_text()
     text = (study.folder / "results.md").read_text()
     assert "±" in text and "#### Paired differences against the generalist (`generalist`)" in text
     assert "#### Paired differences against CRISP (`crisp`)" in text

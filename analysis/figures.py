@@ -23,6 +23,7 @@ This module knows nothing of MLflow or the study runner: `crisp figures` hands i
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -366,6 +367,8 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
             ax.axhline(chance, color="gray", linestyle="--", label=f"chance ({chance:.3f})")
         if spec.get("log_x"):
             ax.set_xscale("log")
+        if x in UNITS:
+            _ticks_in_units(ax, UNITS[x])
         ax.set_xlabel(spec.get("label", x))
         ax.set_ylabel(("test perplexity (lower is better)" if column.endswith("/ppl") else "accuracy (higher is better)"))
         ax.set_title(f"{task}: mean over seeds, ±1 SE, dots: seeds", fontsize=9)
@@ -374,6 +377,19 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     markdown = stem.with_name(f"{stem.name}.md")
     markdown.write_text(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True) + "\n")
     return paths + [markdown]
+
+
+def _ticks_in_units(ax, unit: str) -> None:
+    """x ticks read `10 TFLOP`, `5 min`, not `10^13`. On a log axis the 2x and 5x ticks between decades are
+    labelled too while it spans under two decades (matplotlib labels every 2x..9x tick, which overlap)."""
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: format_quantity(v, unit)))
+    if ax.get_xscale() == "log":
+        low, high = ax.get_xlim()
+
+        def minor(v: float, _) -> str:
+            leading = round(v / 10 ** math.floor(math.log10(v)), 6)
+            return format_quantity(v, unit) if high / low < 100 and leading in (2, 5) else ""
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
 
 
 def save_figure(fig, stem: Path) -> list[Path]:

@@ -191,6 +191,23 @@ def test_sweep_figure_draws_a_metric_against_a_swept_quantity(tmp_path):
     assert "| 10 TFLOP |" in " ".join(table.split()) and "e+" not in table  # a cost axis in readable units
 
 
+def test_a_cost_axis_ticks_in_units_and_labels_only_the_2x_and_5x_between_decades():
+    import matplotlib.pyplot as plt
+
+    from analysis.figures import _ticks_in_units
+
+    fig, ax = plt.subplots()
+    ax.plot([3e12, 4e13], [1, 2])
+    ax.set_xscale("log")
+    _ticks_in_units(ax, "FLOP")
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    shown = [[t.get_text() for t in ax.get_xticklabels(minor=m) if t.get_text() and low <= t.get_position()[0] <= high]
+             for m in (False, True)]
+    plt.close(fig)
+    assert shown == [["10 TFLOP"], ["5 TFLOP", "20 TFLOP"]]
+
+
 def test_transfer_matrix_scores_every_group_on_every_task(tmp_path):
     from analysis.figures import transfer_matrix
 

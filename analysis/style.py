@@ -4,6 +4,8 @@ Groups of a method not listed here fall back on matplotlib's cycle."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import matplotlib.colors as mcolors
 
 METHOD_COLORS = {
@@ -30,11 +32,22 @@ def method_color(method: str, finetuned: bool = False, fallback: int = 0) -> str
 
 
 def group_colors(runs, names: list[str]) -> list[str]:
-    """The colour of each group in `names`, from its first run's `method` and `finetune` columns. Two
-    groups of one method (a swept value) keep matplotlib's cycle, so they stay apart."""
+    """The colour of each group in `names`, from its first run's `method` and `finetune` columns. Several
+    groups of one method (a swept value: 150, 300, 600 steps) take tints of its colour, lightest first
+    and the method's own colour last, so a figure still reads by method and the groups stay apart."""
     first = runs.drop_duplicates("group").set_index("group")
     kinds = [(first.at[n, "method"] if "method" in first else None, bool(first.at[n, "finetune"]) if "finetune" in first else False)
              for n in names]
-    if len(set(kinds)) < len(kinds):
-        return [f"C{k % 10}" for k in range(len(names))]
-    return [method_color(m, ft, k) for k, (m, ft) in enumerate(kinds)]
+    distinct, seen = list(dict.fromkeys(kinds)), Counter()
+    colors = []
+    for method, finetuned in kinds:
+        base = method_color(method, finetuned, distinct.index((method, finetuned)))
+        n, i = kinds.count((method, finetuned)), seen[(method, finetuned)]
+        seen[(method, finetuned)] += 1
+        colors.append(base if n == 1 else _tint(base, 0.6 * (n - 1 - i) / (n - 1)))
+    return colors
+
+
+def _tint(color: str, white: float) -> str:
+    """`color` mixed with `white` parts of white (0: the colour itself)."""
+    return mcolors.to_hex(tuple(c + (1.0 - c) * white for c in mcolors.to_rgb(color)))

@@ -244,7 +244,9 @@ def test_a_method_has_one_colour_in_every_figure_and_its_fine_tuned_variant_a_da
     assert sum(mcolors.to_rgb(colors[0])) < sum(mcolors.to_rgb(METHOD_COLORS["crisp"]))  # CRISP+FT: CRISP, darker
     assert method_color("crisp") == METHOD_COLORS["crisp"]
     swept = pd.DataFrame({"group": ["crisp,0.25", "crisp,1"], "method": ["crisp", "crisp"], "finetune": [False, False]})
-    assert group_colors(swept, ["crisp,0.25", "crisp,1"]) == ["C0", "C1"]  # one method at two values: told apart
+    lighter, own = group_colors(swept, ["crisp,0.25", "crisp,1"])  # one method at two values: told apart, both CRISP's
+    assert own == METHOD_COLORS["crisp"] and sum(mcolors.to_rgb(lighter)) > sum(mcolors.to_rgb(own))
+    assert group_colors(swept.assign(method="new"), ["crisp,0.25", "crisp,1"])[1] == mcolors.to_hex("C0")
 
 
 def test_costs_read_in_units():

@@ -135,7 +135,8 @@ def tokens_per_step(runs: pd.DataFrame) -> pd.Series:
 
 def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
     """Per task: pretraining val/loss against training tokens, one colour per group, one line per seed;
-    `curves` is long form (run_id, step, value). Runs that logged no token count stay on optimizer steps."""
+    `curves` is long form (run_id, step, value). Runs that logged no token count stay on optimizer steps.
+    Groups that share their pretraining are drawn once (`curve_sets`)."""
     runs = with_groups(runs)
     tasks = list(dict.fromkeys(runs["task"]))
     per_step = tokens_per_step(runs)
@@ -143,18 +144,9 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Pat
     fig, axes = plt.subplots(len(tasks), 1, figsize=(6.5, 3.6 * len(tasks)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
         rows = runs[runs["task"] == task]
-        names = groups(rows)
-        for group, color in zip(names, group_colors(rows, names)):
-            labelled = False
-            for _, row in rows[rows["group"] == group].iterrows():
-                history = curves[curves["run_id"] == row["run_id"]]
-                if len(history):
-                    history = history.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run may log a step twice
-                    # logged steps are 0-based: the check at step k follows k + 1 optimizer steps
-                    x = (history["step"] + 1) * per_step[row["run_id"]] if on_tokens else history["step"]
-                    ax.plot(x, history["value"], color=color, marker="o", markersize=3, linewidth=1, alpha=0.8,
-                            label=None if labelled else short_label(group).replace("\n", ", "))
-                    labelled = True
+        for label, color, lines in curve_sets(rows, curves, per_step if on_tokens else None):
+            for k, (x, y) in enumerate(lines):
+                ax.plot(x, y, color=color, marker="o", markersize=3, linewidth=1, alpha=0.8, label=label if k == 0 else None)
         if on_tokens:
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: format_quantity(v, "")))
         ax.set_xlabel("pretraining tokens" if on_tokens else "optimizer step (pretraining)")
@@ -163,6 +155,26 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Pat
         if ax.get_legend_handles_labels()[0]:  # runs without a validation set log no curve
             ax.legend(fontsize=7)
     return save_figure(fig, out)
+
+
+def curve_sets(rows: pd.DataFrame, curves: pd.DataFrame, per_step: pd.Series | None) -> list[tuple[str, str, tuple]]:
+    """(label, colour, lines) per group of `rows`, a line (x, val/loss) per run, x in tokens where `per_step`
+    (run -> tokens a step) is given, else in steps. Groups with the same lines share one pretraining (CRISP
+    and CRISP+FT, the generalist of several tasks): one entry, labelled `a = b`, in the first one's colour."""
+    names = groups(rows)
+    found: dict[tuple, tuple[list[str], str]] = {}
+    for group, color in zip(names, group_colors(rows, names)):
+        lines = []
+        for _, row in rows[rows["group"] == group].iterrows():
+            history = curves[curves["run_id"] == row["run_id"]]
+            if len(history):
+                history = history.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run may log a step twice
+                # logged steps are 0-based: the check at step k follows k + 1 optimizer steps
+                x = (history["step"] + 1) * per_step[row["run_id"]] if per_step is not None else history["step"]
+                lines.append((tuple(x), tuple(history["value"])))
+        if lines:
+            found.setdefault(tuple(lines), ([], color))[0].append(short_label(group).replace("\n", ", "))
+    return [(" = ".join(labels), color, lines) for lines, (labels, color) in found.items()]
 
 
 def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str, pd.DataFrame] | None = None,

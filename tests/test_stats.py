@@ -154,6 +154,19 @@ def test_one_seed_draws_without_error_bars_and_old_frames_still_draw(tmp_path):
         ["- [results.md](results.md): " + CAPTIONS["results.md"]]  # a table has no PDF beside it
 
 
+def test_groups_that_share_their_pretraining_are_one_set_of_curves():
+    from analysis.figures import curve_sets
+
+    runs = pd.DataFrame({"run_id": ["u", "c", "f"], "group": ["generalist", "crisp", "crisp+ft"], "seed": [0, 0, 0],
+                         "method": ["uniform", "crisp", "crisp"], "finetune": [False, False, True]})
+    curves = pd.DataFrame({"run_id": ["u", "u", "c", "c", "f", "f"], "step": [4, 9] * 3, "value": [7.0, 6.5, 6.9, 6.1, 6.9, 6.1]})
+    sets = curve_sets(runs, curves, pd.Series({"u": 100.0, "c": 100.0, "f": 100.0}))
+    assert [(label, lines) for label, _, lines in sets] == [
+        ("generalist", (((500.0, 1000.0), (7.0, 6.5)),)), ("crisp = crisp+ft", (((500.0, 1000.0), (6.9, 6.1)),))]
+    assert [label for label, _, _ in curve_sets(runs, curves.assign(value=[7.0, 6.5, 6.9, 6.1, 6.9, 6.0]), None)] == \
+        ["generalist", "crisp", "crisp+ft"]  # one value apart: three sets, on steps
+
+
 def test_training_curves_run_on_tokens_where_the_runs_logged_them():
     from analysis.figures import tokens_per_step
 

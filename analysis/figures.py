@@ -344,6 +344,9 @@ def across_tasks(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+BY_METHOD = ("variant", "method", "selection.method")  # series whose lines are methods: drawn in the methods' colours
+
+
 def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     """A quality metric against a swept quantity, per task: `spec["x"]` is a metric (`data/pool_windows`,
     `selection/clusters`) or a grid-key column, one line per value of `spec["series"]` (default: the
@@ -363,11 +366,11 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     for ax, (task, rows, column) in zip(axes[:, 0], panels):
         for k, (name, lines) in enumerate(rows.groupby(series, sort=False, dropna=False)):
             color = method_color(lines["method"].iloc[0], bool(lines["finetune"].iloc[0]) if "finetune" in lines else False, k) \
-                if series in ("variant", "method") and "method" in lines else f"C{k}"
+                if series in BY_METHOD and "method" in lines else f"C{k}"
             summary = summarize(lines, column)
             at = lines.groupby("group", sort=False)[x].mean().reindex(summary["group"]).to_numpy(dtype=float)
             order = np.argsort(at)
-            label = str(name) if series in ("variant", "method") else f"{series}={name}"
+            label = str(name) if series in BY_METHOD else f"{series}={name}"
             ax.errorbar(at[order], summary["mean"].to_numpy()[order], yerr=summary["se"].fillna(0).to_numpy()[order],
                         marker="o", color=color, capsize=3, label=label)
             ax.scatter(lines[x], lines[column], s=8, color=color, alpha=0.5)
@@ -379,8 +382,8 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
             ax.axhline(chance, color="gray", linestyle="--", label=f"chance ({chance:.3f})")
         if spec.get("log_x"):
             ax.set_xscale("log")
-        if x in UNITS:
-            _ticks_in_units(ax, UNITS[x])
+        if x in UNITS or spec.get("log_x"):
+            _ticks_in_units(ax, UNITS.get(x, ""))
         ax.set_xlabel(spec.get("label", x))
         ax.set_ylabel(("test perplexity (lower is better)" if column.endswith("/ppl") else "accuracy (higher is better)"))
         ax.set_title(f"{task}: mean over seeds, ±1 SE, dots: seeds", fontsize=9)

@@ -349,7 +349,7 @@ def _resident(x: np.ndarray):
 def _fit_level(data, parent: np.ndarray | None, above: np.ndarray, branch: int, cfg: ClusterConfig,
                level: int, backend: str, progress: bool):
     """Children (n_parents * branch, d) and their valid mask, one k-means per parent (row of `above`)."""
-    from tqdm.auto import tqdm
+    from crisp_pl.progress import bar
 
     n_parents = len(above)
     parent = np.zeros(len(data), np.int32) if parent is None else parent
@@ -358,7 +358,7 @@ def _fit_level(data, parent: np.ndarray | None, above: np.ndarray, branch: int, 
     centroids = np.empty((n_parents * branch, data.shape[1]), dtype=np.float32)
     valid = np.zeros(n_parents * branch, dtype=bool)
     desc = f"k-means level {level} ({n_parents * branch} clusters)"
-    for p in tqdm(range(n_parents), desc=desc, disable=not progress):
+    for p in bar(range(n_parents), desc=desc, disable=not progress):
         idx = order[ends[p - 1] if p else 0 : ends[p]]
         rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(level, p)))
         slot = slice(p * branch, (p + 1) * branch)

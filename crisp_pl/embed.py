@@ -171,14 +171,14 @@ def _mean_per_text(emb, owner, n_texts: int):
 def embed_texts(texts: list[str], cfg: EmbedConfig, model=None, progress: bool = True) -> np.ndarray:
     """Unit-norm fp16 embeddings (n, 384) of `texts`; long texts per `cfg.long_window` (module docstring)."""
     import torch
-    from tqdm.auto import tqdm
+    from crisp_pl.progress import bar as progress_bar
 
     model = load_embedder(cfg) if model is None else model
     device = str(model.device)
     dataset = _TokenizedBatches(list(texts), model.tokenizer, cfg.batch_size, cfg.max_seq_length,
                                 chunks=cfg.long_window == "mean_chunks")
     out = torch.empty(len(texts), EMB_DIM, dtype=torch.float16, device=device)  # filled out of order
-    bar = tqdm(total=len(texts), desc="embed", unit="win", disable=not progress)
+    bar = progress_bar(total=len(texts), desc="embed", unit="win", disable=not progress)
     with torch.inference_mode():
         for batch in _loader(dataset, device):
             ids, mask = (batch[k].to(device, non_blocking=True) for k in ("input_ids", "attention_mask"))

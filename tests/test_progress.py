@@ -54,3 +54,15 @@ def test_the_live_bar_counts_batches_to_the_last_accumulated_step():
     trainer.fit(Regression(), train_dataloaders=DataLoader(TensorDataset(torch.randn(400, 4), torch.randn(400, 1)), batch_size=2))
     final = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
     assert "train (5 steps)" in final and "15/15" in final, final[-400:]
+
+
+def test_off_a_terminal_a_bar_redraws_every_30_seconds_not_ten_times_a_second():
+    import time
+
+    from crisp_pl.progress import bar
+
+    log = io.StringIO()
+    for _ in bar(range(20), file=log, desc="embed"):  # pytest's stderr is no terminal
+        time.sleep(0.02)
+    redraws = log.getvalue().count("\r")
+    assert "20/20" in log.getvalue() and redraws <= 2, log.getvalue()  # the start and the end, not one every 0.1 s

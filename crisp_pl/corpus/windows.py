@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
+from crisp_pl.progress import bar as progress_bar
 
 from crisp_pl.corpus.documents import CorpusError, Document
 from crisp_pl.corpus.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer
@@ -65,7 +65,7 @@ def _write_store(docs, folder: Path, length: int, shard_windows: int, tokenizer:
     writer = _ShardWriter(folder, length, shard_windows)
     table = {"doc_id": [], "source": [], "domain": [], "n_tokens": []}
     starts = []  # stream offset of each document's first token (its leading EOS after the first)
-    bar = tqdm(total=len(docs) if hasattr(docs, "__len__") else None, unit="doc", desc=f"windows {label}",
+    bar = progress_bar(total=len(docs) if hasattr(docs, "__len__") else None, unit="doc", desc=f"windows {label}",
                disable=not progress, dynamic_ncols=True)
     for batch in _batches(docs):
         flat = []

@@ -48,7 +48,7 @@ import torch  # noqa: E402
 from lm_eval import utils as lm_eval_utils  # noqa: E402
 from lm_eval.api.model import TemplateLM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from crisp_pl.progress import bar  # noqa: E402
 
 from crisp_pl.corpus.tokenizer import Tokenizer, gpt2_tokenizer  # noqa: E402
 from crisp_pl.model.checkpoint import load_gpt, load_tokenizer  # noqa: E402
@@ -225,7 +225,7 @@ class CrispLM(TemplateLM):
         order = sorted(range(len(requests)), key=lambda i: (-len(requests[i][1]) - len(requests[i][2]),
                                                             tuple(requests[i][1] + requests[i][2])))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="loglikelihood requests")
+        progress = bar(total=len(requests), disable=disable_tqdm, desc="loglikelihood requests")
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             for i, answer in zip(batch, self._score_batch([requests[i] for i in batch])):

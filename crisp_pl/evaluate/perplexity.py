@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from crisp_pl.progress import bar
 
 
 @torch.no_grad()
@@ -26,7 +26,7 @@ def perplexity(gpt: torch.nn.Module, store, batch_size: int = 16, max_windows: i
         raise ValueError("no windows to evaluate")
     total_nll, total_tokens = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
+    for start in bar(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
         tokens = torch.from_numpy(np.asarray(store.tokens(list(range(start, min(start + batch_size, n)))), dtype=np.int64)).to(device)
         with autocast:
             nll = gpt.token_losses(tokens[:, :-1], tokens[:, 1:])  # (B, L - 1)

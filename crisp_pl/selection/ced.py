@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from crisp_pl.progress import bar
 
 from crisp_pl import seeds
 from crisp_pl.config import AuxLMConfig, to_dict
@@ -121,7 +121,7 @@ def window_losses(lms: list, store, indices: np.ndarray, batch_size: int, desc: 
     lms = [lm.to(device).eval() for lm in lms]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     out = [np.empty(len(indices)) for _ in lms]
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, unit="batch"):
+    for start in bar(range(0, len(indices), batch_size), desc=desc, unit="batch"):
         rows = indices[start:start + batch_size]
         tokens = torch.from_numpy(np.asarray(store.tokens(rows), dtype=np.int64)).to(device)  # (B, L)
         for lm, losses in zip(lms, out, strict=True):

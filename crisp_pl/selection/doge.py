@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from crisp_pl.progress import bar
 
 from crisp_pl import seeds
 from crisp_pl.config import AuxLMConfig, DogeConfig, TrainConfig, to_dict
@@ -92,7 +92,7 @@ def doge_groups(pool_store, pool_labels: np.ndarray, num_clusters: int, speciali
     alpha = np.zeros(num_clusters)
     alpha[domains] = 1.0 / len(domains)
     trajectory = np.empty((proxy.steps, num_clusters))
-    for step in tqdm(range(proxy.steps), desc="doge proxy", unit="step"):
+    for step in bar(range(proxy.steps), desc="doge proxy", unit="step"):
         factor = lr_factor(step, proxy.warmup_steps, proxy.steps, defaults.min_lr_ratio)
         target_rows = rng.integers(len(specialist_store), size=cfg.specialist_batch)
         specialist = _tensor(specialist_store.tokens(target_rows), device)

@@ -350,7 +350,8 @@ class StudyRunner:
                 # the same point under another parent: a run of this study with other --seeds, e.g. one process a seed
                 other = self.tracker.find_run({"crisp.kind": "point", "crisp.study": self.study.name, "crisp.scale": self.scale,
                                                "crisp.config_hash": stable_hash(to_dict(point.config))})
-                state, run = {"FINISHED": ("elsewhere", other), "RUNNING": ("running", other)}.get(other.status if other else "", (state, None))
+                if other is not None and other.status in ("FINISHED", "RUNNING"):
+                    state, run = ("elsewhere" if other.status == "FINISHED" else "running"), other
             metrics = run.metrics if run else {}
             rows.append({"point": point.name, "state": state, "run_id": run.run_id if run else "",
                          "ppl": metrics.get(f"test/{point.config.task.name}/ppl"), "seconds": metrics.get("time/point_seconds")})

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.stats import (  # noqa: E402
+    condition,
     format_mean_se,
     format_quantity,
     groups,
@@ -304,14 +305,20 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
                  group_table(rows, task).to_markdown(index=False, disable_numparse=True)]  # the text as formatted
         for name, method in REFERENCES:
             references = reference_groups(rows, method)
+            if not references and reference_groups(rows, method, finetuned=True):
+                name, references = f"{name} (fine-tuned)", reference_groups(rows, method, finetuned=True)
             if not references:
-                lines += ["", f"No paired differences against {name}: no `{method}` group without fine-tuning on {task}."]
+                lines += ["", f"No paired differences against {name}: no `{method}` group on {task}."]
             for reference in references:
-                table = paired_table(rows, task, reference)
+                # in a sweep, the methods at the reference's own point of it (same steps, same size); else every group
+                at = rows[rows["group"].map(condition) == condition(reference)]
+                peers = at if condition(reference) and at["group"].nunique() > 1 else rows
+                table = paired_table(peers, task, reference)
                 if table.empty:
                     continue
+                where = f", at {condition(reference)}" if peers is at else ""
                 lines += ["", f"#### Paired differences against {name} (`{reference}`)", "",
-                          (f"Group minus `{reference}`, seed by seed over the seeds both ran (n pairs); mean ± SE of the "
+                          (f"Group minus `{reference}`{where}, seed by seed over the seeds both ran (n pairs); mean ± SE of the "
                            "differences. Negative ppl Δ / positive acc Δ: better than the reference. A seed only one "
                            "side has is left out of the pairs and listed."), "",
                           table.to_markdown(index=False, disable_numparse=True)]

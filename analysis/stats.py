@@ -92,17 +92,25 @@ def paired_differences(runs: pd.DataFrame, metric: str, reference: str) -> pd.Da
     return pd.DataFrame(rows, columns=["group", "n", "mean", "se", "seeds", "unpaired"])
 
 
-def reference_groups(runs: pd.DataFrame, method: str) -> list[str]:
-    """Groups of `method` that did not fine-tune (the generalist: `uniform`; CRISP: `crisp`), in order.
+def reference_groups(runs: pd.DataFrame, method: str, finetuned: bool = False) -> list[str]:
+    """Groups of `method` that did not fine-tune (the generalist: `uniform`; CRISP: `crisp`), in order;
+    with `finetuned`, those that did (a study whose only generalist is fine-tuned: `generalist+ft`).
 
     Where a variant is named after the method (`crisp`), it alone is the reference: other variants of
     the method are ablations or controls (`crisp_flat`), compared against it, not references themselves.
     A missing `finetune` column counts as no fine-tuning."""
     finetune = runs["finetune"].fillna(False).astype(bool) if "finetune" in runs else pd.Series(False, index=runs.index)
-    candidates = runs[(runs["method"] == method) & ~finetune]
+    candidates = runs[(runs["method"] == method) & (finetune == finetuned)]
     if "variant" in candidates and (candidates["variant"] == method).any():
         candidates = candidates[candidates["variant"] == method]
     return groups(candidates)
+
+
+def condition(group: str) -> str:
+    """The swept values a group holds besides its method and task: `crisp+ft,task=medical,train.max_steps=150`
+    -> `train.max_steps=150`; `model.size=mini,selection.method=crisp` -> `model.size=mini`; a variant
+    alone -> ``. Groups of one condition are the methods compared at one point of a sweep."""
+    return ",".join(part for part in group.split(",") if "=" in part and not part.startswith(("selection.method=", "task=", "seed=")))
 
 
 def format_mean_se(mean: float, se: float = math.nan) -> str:

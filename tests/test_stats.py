@@ -15,6 +15,7 @@ from analysis.figures import (
     short_label,
 )
 from analysis.stats import (
+    condition,
     format_mean_se,
     mean_se,
     paired_difference,
@@ -95,6 +96,26 @@ def test_paired_differences_against_a_reference_and_reference_groups():
     table = paired_differences(medical, "test/medical/ppl", "crisp,task=medical")
     assert list(table["group"]) == ["generalist,task=medical", "crisp+ft,task=medical"]
     assert list(table["n"]) == [3, 2] and table["mean"][0] == pytest.approx(35.0 / 3) and table["mean"][1] == -9.5
+
+
+def test_in_a_sweep_each_reference_is_paired_with_the_methods_at_its_own_point(tmp_path):
+    assert condition("crisp+ft,task=medical,train.max_steps=150") == "train.max_steps=150"
+    assert condition("model.size=mini,selection.method=crisp") == "model.size=mini" and condition("crisp_lsi") == ""
+    # the budget study's shape: the generalist is only ever fine-tuned; two budgets, two seeds
+    rows = [{"point": f"{v},train.max_steps={n},seed={s}", "group": f"{v},train.max_steps={n}", "seed": s, "task": "medical",
+             "method": "uniform" if v == "generalist+ft" else "crisp", "finetune": v.endswith("+ft"),
+             "test/medical/ppl": {"generalist+ft": 300.0, "crisp": 400.0, "crisp+ft": 280.0}[v] * 300 / n
+             + s * {"generalist+ft": 0, "crisp": 2, "crisp+ft": 4}[v]}
+            for n in (150, 300) for v in ("generalist+ft", "crisp", "crisp+ft") for s in (0, 1)]
+    runs = pd.DataFrame(rows)
+    assert reference_groups(runs, "uniform") == [] and reference_groups(runs, "uniform", finetuned=True) == \
+        ["generalist+ft,train.max_steps=150", "generalist+ft,train.max_steps=300"]
+    text = results_table(runs, tmp_path / "results.md").read_text()
+    section = text.split("#### Paired differences against the generalist (fine-tuned) (`generalist+ft,train.max_steps=300`)")[1]
+    table = [" ".join(line.split()) for line in section.split("####")[0].splitlines() if line.startswith("| crisp")]
+    assert table == ["| crisp,train.max_steps=300 | 2 | 0, 1 | 101.0 ± 1.0 | - |",
+                     "| crisp+ft,train.max_steps=300 | 2 | 0, 1 | -18.0 ± 2.0 | - |"]
+    assert "at train.max_steps=300, seed by seed" in section
 
 
 def test_a_seed_twice_in_a_group_is_an_error():

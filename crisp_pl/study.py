@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from crisp_pl.cache import StageCache, exclusive
+from crisp_pl.cache import StageCache, exclusive, held
 from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, non_defaults, parse_set, stable_hash, to_dict
 from crisp_pl.corpus.packages import cache_dir
 from crisp_pl.distributed import is_worker
@@ -339,9 +339,12 @@ class StudyRunner:
 
     def status(self) -> list[dict]:
         """One row per point: its state in MLflow (done, running, failed, pending; `elsewhere`: finished under
-        another run of this study, one with other `--seeds`, which `run` logs here from the cache), its run
-        id, and for a finished point its test perplexity (`ppl`) and time (`seconds`)."""
+        another run of this study, one with other `--seeds`, which `run` logs here from the cache; `killed`:
+        running in MLflow but no process of the study is alive, a rerun resumes it), its run id, and for a
+        finished point its test perplexity (`ppl`) and time (`seconds`)."""
         parent = self.parent(create=False)
+        # MLflow says RUNNING until a run ends; a killed run never does. Live runs of the study hold its lock.
+        live = any(held(path) for path in (self.results_dir / "locks").glob(f"{self.study.name}-*.lock"))
         rows = []
         for point in self.points:
             run = self.child(parent.run_id, point) if parent else None
@@ -352,6 +355,8 @@ class StudyRunner:
                                                "crisp.config_hash": stable_hash(to_dict(point.config))})
                 if other is not None and other.status in ("FINISHED", "RUNNING"):
                     state, run = ("elsewhere" if other.status == "FINISHED" else "running"), other
+            if state == "running" and not live:
+                state = "killed"
             metrics = run.metrics if run else {}
             rows.append({"point": point.name, "state": state, "run_id": run.run_id if run else "",
                          "ppl": metrics.get(f"test/{point.config.task.name}/ppl"), "seconds": metrics.get("time/point_seconds")})

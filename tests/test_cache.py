@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -90,8 +92,6 @@ print((entry.path / "x.txt").read_text())
 
 
 def test_two_processes_sharing_a_stage_build_it_once_and_both_read_it(tmp_path):
-    import subprocess
-    import sys
     procs = [subprocess.Popen([sys.executable, "-c", BUILD_SLOWLY, str(tmp_path)], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
@@ -100,3 +100,20 @@ def test_two_processes_sharing_a_stage_build_it_once_and_both_read_it(tmp_path):
     assert all(out.strip().endswith("shared") for out in outputs)
     assert any("waiting for it" in out for out in outputs)
     assert StageCache(tmp_path / "cache").status() == {"windows": {"done": 1, "partial": 0}}
+
+
+def test_a_lock_reads_as_held_only_while_a_holder_lives(tmp_path):
+    from crisp_pl.cache import exclusive, held
+
+    lock = tmp_path / "locks" / "study.lock"
+    assert not held(lock)  # never taken: no file
+    with exclusive(lock, "the study"):
+        assert held(lock)
+    assert not held(lock)
+    holder = subprocess.Popen([sys.executable, "-c", f"from crisp_pl.cache import exclusive\nimport time\n"
+                               f"with exclusive(__import__('pathlib').Path({str(lock)!r}), 'x'):\n    print('in', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "in" and held(lock)
+    holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
+    holder.wait()
+    assert not held(lock)

@@ -88,6 +88,8 @@ def test_a_study_killed_inside_every_stage_ends_as_an_uninterrupted_run(tmp_path
         now = finished_stages(results)
         assert {k: now[k] for k in seen} == seen, f"a finished stage was rebuilt by the run killed in {kill}"
         seen = now
+    states = [r["state"] for r in StudyRunner(load_study(str(study_file)), "tiny", [f"results_dir={results}"]).status()]
+    assert "killed" in states and "running" not in states, states  # MLflow still says RUNNING; no process holds the study
     assert subprocess.run([sys.executable, "-m", "crisp_pl.cli", *command], capture_output=True, timeout=600).returncode == 0
 
     assert {k: v for k, v in finished_stages(results).items() if k in seen} == seen  # the last run rebuilt nothing either

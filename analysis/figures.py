@@ -303,6 +303,7 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
                  ("Mean ± standard error over seeds (SE = sample standard deviation / sqrt(n), n = seeds; "
                   "no SE with one seed); costs (FLOP, device time) and repetition are means over seeds."), "",
                  group_table(rows, task).to_markdown(index=False, disable_numparse=True)]  # the text as formatted
+        compared: set[frozenset] = set()  # pairs already in a table: not again, sign flipped, against the other
         for name, method in REFERENCES:
             references = reference_groups(rows, method)
             if not references and reference_groups(rows, method, finetuned=True):
@@ -314,8 +315,11 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
                 at = rows[rows["group"].map(condition) == condition(reference)]
                 peers = at if condition(reference) and at["group"].nunique() > 1 else rows
                 table = paired_table(peers, task, reference)
+                if not table.empty:
+                    table = table[[frozenset((g, reference)) not in compared for g in table["group"]]]
                 if table.empty:
                     continue
+                compared |= {frozenset((g, reference)) for g in table["group"]}
                 where = f", at {condition(reference)}" if peers is at else ""
                 lines += ["", f"#### Paired differences against {name} (`{reference}`)", "",
                           (f"Group minus `{reference}`{where}, seed by seed over the seeds both ran (n pairs); mean ± SE of the "

@@ -385,7 +385,8 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
             ax.errorbar(at[order], summary["mean"].to_numpy()[order], yerr=summary["se"].fillna(0).to_numpy()[order],
                         marker="o", color=color, capsize=3, label=label)
             ax.scatter(lines[x], lines[column], s=8, color=color, alpha=0.5)
-            table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, spec.get("label", x): _format_cost(x, float(at[i])),
+            table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, "group": summary["group"][i],
+                       spec.get("label", x): _format_cost(x, float(at[i])),
                        "n": int(summary["n"][i]), "mean ± SE": format_mean_se(summary["mean"][i], summary["se"][i])}
                       for i in order]
         chance = chance_level(rows, task) if column.endswith("/acc") else None

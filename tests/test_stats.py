@@ -220,7 +220,8 @@ def test_sweep_figure_draws_a_metric_against_a_swept_quantity(tmp_path):
     table = paths[2].read_text().splitlines()
     crisp = [line for line in table if "| crisp " in line]
     # one row per group, sorted along x; seeds 0 and 1 differ by 10: mean +5, SE = std (7.07) / sqrt(2) = 5
-    assert [line.split("|")[4].strip() for line in crisp] == ["1000", "2000", "4000"]
+    assert [line.split("|")[4].strip() for line in crisp] == ["crisp,pool=1000", "crisp,pool=2000", "crisp,pool=4000"]  # each row's group
+    assert [line.split("|")[5].strip() for line in crisp] == ["1000", "2000", "4000"]
     assert "395.0 ± 5.0" in crisp[0] and "365.0 ± 5.0" in crisp[2]
     assert sweep_figure(pd.DataFrame(rows), {"x": "selection/clusters"}, tmp_path) == []  # nothing logged it: no figure
     costs = pd.DataFrame(rows).assign(**{"cost/total_flops": lambda d: d["data/pool_windows"] * 1e10})

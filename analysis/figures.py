@@ -385,6 +385,10 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
             ax.errorbar(at[order], summary["mean"].to_numpy()[order], yerr=summary["se"].fillna(0).to_numpy()[order],
                         marker="o", color=color, capsize=3, label=label)
             ax.scatter(lines[x], lines[column], s=8, color=color, alpha=0.5)
+            if x in UNITS:  # a cost axis: which point of the sweep (the size, the budget) a marker is, it does not say
+                for i in order:
+                    point = ", ".join(part.split("=", 1)[1] for part in condition(summary["group"][i]).split(",") if part)
+                    ax.annotate(point, (at[i], summary["mean"][i]), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
             table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, "group": summary["group"][i],
                        spec.get("label", x): _format_cost(x, float(at[i])),
                        "n": int(summary["n"][i]), "mean ± SE": format_mean_se(summary["mean"][i], summary["se"][i])}

@@ -56,6 +56,9 @@ def load_embedder(cfg: EmbedConfig):
         path = cfg.model_path
         if not Path(path).is_dir():
             raise ConfigError(f"embed.model_path: {path!r} is not a folder")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its "Loading weights 103/103" bar, at every load, in every study log
     device = resolve_device(cfg.device)
     model = SentenceTransformer(path, device=device)
     limit = model[0].auto_model.config.max_position_embeddings

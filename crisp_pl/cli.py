@@ -228,7 +228,8 @@ def _study(args) -> int:
         return 0
     rows = runner.status()
     for row in rows:
-        done = f"  test ppl {row['ppl']:.1f} in {row['seconds']:.0f} s" if row["ppl"] is not None and row["seconds"] is not None else ""
+        took = "" if row["seconds"] is None else " (logged from the cache)" if row["seconds"] < 1 else f" in {row['seconds']:.0f} s"
+        done = f"  test ppl {row['ppl']:.1f}{took}" if row["ppl"] is not None else ""
         print(f"{row['state']:9s} {row['point']}{done}  {row['run_id']}")
     states = {state: sum(r["state"] == state for r in rows) for state in dict.fromkeys(r["state"] for r in rows)}
     print(f"\n{', '.join(f'{n} {state}' for state, n in states.items())} of {len(rows)} points; "

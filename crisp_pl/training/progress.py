@@ -24,7 +24,11 @@ class StepProgressBar(RichProgressBar):
 
     @property
     def total_train_batches(self) -> int | float:
-        return super().total_train_batches * self.trainer.accumulate_grad_batches
+        """The batches left to `max_steps` (Lightning counts the steps left as batches), or the epoch's, if fewer."""
+        trainer = self.trainer
+        if trainer.max_steps is None or trainer.max_steps < 0:
+            return super().total_train_batches
+        return min(trainer.num_training_batches, (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches)
 
 
 class StepProgressLines(ProgressBar):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -158,6 +159,16 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Pat
     return save_figure(fig, out)
 
 
+def merge_equal(keys: list[str], same: Callable[[str, str], bool]) -> dict[str, list[str]]:
+    """`keys` merged where `same`: the first of each set of equal keys -> all of them, in order (one
+    selection drawn by several groups, one generalist model every task shares)."""
+    merged: dict[str, list[str]] = {}
+    for key in keys:
+        first = next((k for k in merged if same(k, key)), key)
+        merged.setdefault(first, []).append(key)
+    return merged
+
+
 def curve_sets(rows: pd.DataFrame, curves: pd.DataFrame, per_step: pd.Series | None) -> list[tuple[str, str, tuple]]:
     """(label, colour, lines) per group of `rows`, a line (x, val/loss) per run, x in tokens where `per_step`
     (run -> tokens a step) is given, else in steps. Groups with the same lines share one pretraining (CRISP
@@ -186,10 +197,7 @@ def histograms(tables: dict[str, pd.DataFrame], folder: Path, coverage: dict[str
     Points with the same histogram drew from one selection (CRISP and CRISP+FT, every training budget):
     one figure, named after the first, whose index caption lists them all. Returns the paths and the captions."""
     paths, captions, coverage, tasks = [], {}, coverage or {}, tasks or {}
-    shared: dict[str, list[str]] = {}
-    for point, table in tables.items():
-        twin = next((first for first in shared if tasks.get(first) == tasks.get(point) and tables[first].equals(table)), None)
-        shared.setdefault(twin or point, []).append(point)
+    shared = merge_equal(list(tables), lambda a, b: tasks.get(a) == tasks.get(b) and tables[a].equals(tables[b]))
     for point, same in shared.items():
         table = tables[point].sort_values("importance_weight", ascending=False)
         rows = coverage.get(point)
@@ -306,21 +314,23 @@ def results_table(runs: pd.DataFrame, out: Path) -> Path:
         compared: set[frozenset] = set()  # pairs already in a table: not again, sign flipped, against the other
         for name, method in REFERENCES:
             references = reference_groups(rows, method)
-            if not references and reference_groups(rows, method, finetuned=True):
-                name, references = f"{name} (fine-tuned)", reference_groups(rows, method, finetuned=True)
+            finetuned = [] if references else reference_groups(rows, method, finetuned=True)
+            if finetuned:  # a study whose only generalist is fine-tuned: it is the reference
+                name, references = f"{name} (fine-tuned)", finetuned
             if not references:
                 lines += ["", f"No paired differences against {name}: no `{method}` group on {task}."]
             for reference in references:
                 # in a sweep, the methods at the reference's own point of it (same steps, same size); else every group
-                at = rows[rows["group"].map(condition) == condition(reference)]
-                peers = at if condition(reference) and at["group"].nunique() > 1 else rows
+                own = condition(reference)
+                at = rows[rows["group"].map(condition) == own]
+                peers = at if own and at["group"].nunique() > 1 else rows
                 table = paired_table(peers, task, reference)
                 if not table.empty:
                     table = table[[frozenset((g, reference)) not in compared for g in table["group"]]]
                 if table.empty:
                     continue
                 compared |= {frozenset((g, reference)) for g in table["group"]}
-                where = f", at {condition(reference)}" if peers is at else ""
+                where = f", at {own}" if peers is at else ""
                 lines += ["", f"#### Paired differences against {name} (`{reference}`)", "",
                           (f"Group minus `{reference}`{where}, seed by seed over the seeds both ran (n pairs); mean ± SE of the "
                            "differences. Negative ppl Δ / positive acc Δ: better than the reference. A seed only one "
@@ -387,7 +397,7 @@ def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
             ax.scatter(lines[x], lines[column], s=8, color=color, alpha=0.5)
             if x in UNITS:  # a cost axis: which point of the sweep (the size, the budget) a marker is, it does not say
                 for i in order:
-                    point = ", ".join(part.split("=", 1)[1] for part in condition(summary["group"][i]).split(",") if part)
+                    point = short_label(condition(summary["group"][i])).replace("\n", ", ")
                     ax.annotate(point, (at[i], summary["mean"][i]), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
             table += [{"task": task, "metric": column.rsplit("/", 1)[-1], series: name, "group": summary["group"][i],
                        spec.get("label", x): _format_cost(x, float(at[i])),
@@ -450,10 +460,8 @@ def transfer_matrix(runs: pd.DataFrame, folder: Path) -> list[Path]:
     base = pd.Series({t: uniform[f"test/{t}/ppl"].mean() for t in tasks}) if len(uniform) else pd.Series(1.0, index=tasks)
     # one model shared by several groups (the generalist, trained once for every task) scores the same: one row
     trained_for = runs.groupby("group", sort=False)["task"].first()
-    rows: dict[str, list[str]] = {}
-    for n in names:
-        twin = next((r for r in rows if short_label(r) == short_label(n) and ppl.loc[r].equals(ppl.loc[n])), None)
-        rows.setdefault(twin or n, []).append(trained_for[n])
+    rows = {first: [trained_for[n] for n in same]
+            for first, same in merge_equal(names, lambda a, b: short_label(a) == short_label(b) and ppl.loc[a].equals(ppl.loc[b])).items()}
     names, ppl = list(rows), ppl.loc[list(rows)]
     labels = [f"{short_label(n)} ({'every task' if len(rows[n]) == trained_for.nunique() > 1 else ', '.join(rows[n])})"
               for n in names]

@@ -272,6 +272,11 @@ def group_means(runs: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def config_hash(point: Point) -> str:
+    """The point's whole config, hashed: its child run's `crisp.config_hash` tag, by which any run of it is found."""
+    return stable_hash(to_dict(point.config))
+
+
 class StudyRunner:
     """Runs a study's points in order, logging each to an MLflow child run of one parent run."""
 
@@ -335,7 +340,7 @@ class StudyRunner:
                 "crisp.variant": point.variant or point.config.selection.method,
                 # the study seed (train.seed without a seeds axis) and the name without it: analysis pairs and averages by them
                 "crisp.seed": str(point.config.train.seed if point.seed is None else point.seed), "crisp.group": point.group,
-                "mlflow.parentRunId": parent_id, "crisp.config_hash": stable_hash(to_dict(point.config))}
+                "mlflow.parentRunId": parent_id, "crisp.config_hash": config_hash(point)}
 
     def status(self) -> list[dict]:
         """One row per point: its state in MLflow (done, running, failed, pending; `elsewhere`: finished under
@@ -352,7 +357,7 @@ class StudyRunner:
             if run is None and self.has_store():
                 # the same point under another parent: a run of this study with other --seeds, e.g. one process a seed
                 other = self.tracker.find_run({"crisp.kind": "point", "crisp.study": self.study.name, "crisp.scale": self.scale,
-                                               "crisp.config_hash": stable_hash(to_dict(point.config))})
+                                               "crisp.config_hash": config_hash(point)})
                 if other is not None and other.status in ("FINISHED", "RUNNING"):
                     state, run = ("elsewhere" if other.status == "FINISHED" else "running"), other
             if state == "running" and not live:

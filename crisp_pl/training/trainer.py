@@ -23,15 +23,13 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from crisp_pl.config import TrainConfig
 from crisp_pl.training.progress import training_progress
 
-# Lightning's advertisement on every fit, and a deprecation inside Lightning itself, filled every log
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
 
+class QuietLightning(logging.Filter):
+    """Lightning's advertisement ("💡 Tip") dropped, and its "GPU available: ..., used: ..." lines once per
+    process, not before every fit (two lines a point, 36 in an 18-point study's log); a changed line
+    (another accelerator) is shown again."""
 
-class OncePerProcess(logging.Filter):
-    """Lightning's "GPU available: ..., used: ..." lines once per process, not before every fit (two lines a
-    point, 36 in an 18-point study's log); a changed line (another accelerator) is shown again."""
-
-    PREFIXES = ("GPU available", "TPU available", "HPU available")
+    ONCE = ("GPU available", "TPU available", "HPU available")
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,14 +37,17 @@ class OncePerProcess(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if not message.startswith(self.PREFIXES):
+        if message.startswith("💡 Tip"):
+            return False
+        if not message.startswith(self.ONCE):
             return True
         new = message not in self.seen
         self.seen.add(message)
         return new
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(OncePerProcess())
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(QuietLightning())
+# a deprecation inside Lightning itself, on every fit
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 

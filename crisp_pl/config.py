@@ -313,6 +313,34 @@ class DSIRConfig:
 
 
 @dataclass
+class CrispConfig:
+    """CRISP's sampling distribution planned against the budget that draws from it."""
+
+    max_repeats: float | None = None
+    """Cap on the expected draws of any pool window at the point's planned pool draws (training steps
+    x windows a step, less the `mix` share): the distribution is the one closest to P(c|Ds) in KL under
+    q(c) <= max_repeats x |c| / draws (crisp_pl.repetition.cap_weights). None: no cap (the paper's CRISP).
+    Muennighoff et al. (2023) found up to about 4 epochs of repeated data nearly as good as fresh data."""
+
+    def __post_init__(self):
+        if self.max_repeats is not None and self.max_repeats <= 0:
+            raise ConfigError(f"selection.crisp.max_repeats must be > 0, got {self.max_repeats}")
+
+
+@dataclass
+class MixConfig:
+    """Specialist train windows replayed inside the selected pretraining draw, for any method."""
+
+    specialist: float = 0.0
+    """Share of the training draws taken uniformly from the specialist train windows in use; the rest
+    come from the method's selection (one sampler over both stores)."""
+
+    def __post_init__(self):
+        if not 0 <= self.specialist < 1:
+            raise ConfigError(f"selection.mix.specialist must be in [0, 1), got {self.specialist}")
+
+
+@dataclass
 class SelectionConfig:
     method: str = "crisp"
     """A registered selection method (crisp_pl.selection): `uniform` (generalist), `specialist`
@@ -325,6 +353,8 @@ class SelectionConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     doge: DogeConfig = field(default_factory=DogeConfig)
     dsir: DSIRConfig = field(default_factory=DSIRConfig)
+    crisp: CrispConfig = field(default_factory=CrispConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     seed: int = 0
     """Seed of the selection's own randomness (negatives, auxiliary models, resampling)."""
 

@@ -13,8 +13,10 @@ The figures, all in the embedding space CRISP clusters (SBERT by default):
 - `general_specialist_mass`: the share of P(c|Ds) in the `GENERAL_CLUSTERS` largest clusters of the
   pool (the catch-all clusters of generic text), beside `general_pool_mass`, their share of the pool.
 - `effective_clusters`: exp of the entropy of P(c|Ds): how many clusters the domain really spreads over.
-- `expected_repetition`: the mean number of times a drawn window is drawn at the planned budget
-  (draws / expected distinct windows), for CRISP's weights and, as `uniform_repetition`, the pool's.
+- the repetition planned at the point's budget (crisp_pl.stages.coverage.planned_repetition, read by
+  `repetition`): `expected_repetition`, draws per distinct drawn window, against `uniform_repetition`,
+  the pool's; `max_draws_per_window`, the most expected draws of one window; and, under a cap
+  (`selection.crisp.max_repeats`), both again without it (`uncapped_*`).
 
 The verdict (`verdict`) reads the first two, with these thresholds (the issue's held-out domain:
 median nearest cosine 0.34 against 0.64 between pool windows, ratio 0.53, 63% of its mass in two
@@ -74,17 +76,6 @@ def _centroid_cosine(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -
     return np.einsum("nd,nd->n", x, _unit(centroids)[labels])
 
 
-def expected_repetition(sizes: np.ndarray, weights: np.ndarray, draws: int) -> float:
-    """Draws per distinct window when `draws` windows are drawn: a group g of `sizes[g]` windows
-    receives draws * weights[g] draws, uniformly inside it, so it shows
-    sizes[g] * (1 - (1 - 1/sizes[g]) ** (draws * weights[g])) distinct windows in expectation."""
-    sizes, weights = np.asarray(sizes, np.float64), np.asarray(weights, np.float64)
-    live = (sizes > 0) & (weights > 0)
-    n, d = sizes[live], draws * weights[live]
-    distinct = np.sum(n * -np.expm1(d * np.log1p(-1.0 / n)))  # (1 - 1/n)^d without underflow
-    return float(draws / distinct) if distinct > 0 else 0.0
-
-
 def coverage(pool_embeddings: np.ndarray, specialist_embeddings: np.ndarray, pool_labels: np.ndarray,
              specialist_labels: np.ndarray, centroids: np.ndarray, rng: np.random.Generator,
              specialist_weights: np.ndarray | None = None) -> Coverage:
@@ -142,6 +133,9 @@ def verdict(m: dict[str, float]) -> str:
 
 
 def repetition(m: dict[str, float]) -> str:
-    """How often a drawn window repeats at the planned budget, against uniform over the pool."""
-    return (f"a drawn window repeats {m['expected_repetition']:.1f}x in expectation at this budget "
-            f"(uniform over the pool: {m['uniform_repetition']:.1f}x)")
+    """How often a drawn window repeats at the planned budget, against uniform over the pool (and without the cap)."""
+    uncapped = "uncapped_expected_repetition" in m
+    line = (f"a drawn window repeats {m['expected_repetition']:.1f}x in expectation at this budget"
+            f"{' (without the cap: {:.1f}x)'.format(m['uncapped_expected_repetition']) if uncapped else ''}, "
+            f"uniform over the pool {m['uniform_repetition']:.1f}x; the most-drawn window {m['max_draws_per_window']:.1f} draws")
+    return line + (f" (without the cap: {m['uncapped_max_draws_per_window']:.1f})" if uncapped else "")

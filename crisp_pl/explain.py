@@ -26,9 +26,10 @@ from crisp_pl.corpus.tokenizer import load_tokenizer
 from crisp_pl.corpus.windows import WindowStore
 from crisp_pl.coverage import repetition, verdict
 from crisp_pl.sampling import Groups
-from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_draws
+from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_repetition
 from crisp_pl.stages.data import prepare
 from crisp_pl.stages.selection import selection_stage
+from crisp_pl.training.batch import planned_draws
 
 
 def coverage_report(runner) -> list[tuple[str, dict[str, float]]]:
@@ -51,7 +52,8 @@ def coverage_report(runner) -> list[tuple[str, dict[str, float]]]:
         seen.add((entry.key, cfg.train.max_steps))
         what = f"{cfg.task.name} (train share {cfg.task.train_share:g}, level {level}: {cfg.cluster.levels[level]} clusters, " \
                f"{cfg.train.max_steps} steps) [{point.name}]"
-        out.append((what, coverage_metrics(entry, groups, len(prepared.stores.pool), planned_draws(cfg))))
+        planned = planned_repetition(groups, len(prepared.stores.pool), planned_draws(cfg.train, cfg.corpus.window_length))
+        out.append((what, coverage_metrics(entry, planned)))
     return out
 
 

@@ -27,7 +27,8 @@ from torch.utils.data import Sampler
 @dataclass
 class Groups:
     store: str
-    """Which window store the members index into: `pool` (generalist) or `train` (specialist)."""
+    """Which window store the members index into: `pool` (generalist), `train` (specialist), or
+    `pool+train` (the two joined: train window j is member len(pool) + j; see `mix`)."""
     offsets: np.ndarray
     """(G + 1,) int64, CSR offsets into `members`."""
     members: np.ndarray
@@ -86,6 +87,22 @@ class Groups:
         arrays = np.load(folder / "groups.npz")
         meta = json.loads((folder / "groups.json").read_text())
         return cls(meta["store"], arrays["offsets"], arrays["members"], arrays["weights"], meta["info"])
+
+
+MIXED_STORE = "pool+train"
+
+
+def mix(groups: Groups, train_windows: np.ndarray, share: float, pool_windows: int) -> Groups:
+    """`groups` over the pool plus one group of specialist `train_windows` (indices into the train store)
+    drawn with probability `share`, over the joined store: the replay of in-domain data during selected
+    pretraining, in one sampler, so repetition counts both stores."""
+    if groups.store != "pool":
+        raise ValueError(f"selection.mix.specialist mixes specialist windows into a pool selection; this one draws "
+                         f"from the {groups.store!r} store")
+    members = np.concatenate([groups.members, pool_windows + np.asarray(train_windows, np.int64)])
+    offsets = np.concatenate([groups.offsets, [len(members)]])
+    weights = np.concatenate([groups.weights * (1.0 - share), [share]])
+    return Groups(MIXED_STORE, offsets, members, weights, {**groups.info, "mix_specialist": share})
 
 
 BLOCK = 4096  # draws per generator; any fixed value works, it only must never change

@@ -5,7 +5,8 @@ import pytest
 
 from crisp_pl.cluster import ClusterTree
 from crisp_pl.config import ClusterConfig
-from crisp_pl.coverage import coverage, expected_repetition, verdict
+from crisp_pl.coverage import coverage, verdict
+from crisp_pl.repetition import expected_repetition
 
 
 def _blobs(rng, centers, n, spread):

@@ -6,6 +6,7 @@ import pytest
 
 from crisp_pl.cache import StageCache
 from crisp_pl.config import build_run_config, to_dict
+from crisp_pl.repetition import draws_per_window
 from crisp_pl.sampling import Groups, draw
 from crisp_pl.selection import get_method, method_names, register, unregister
 from crisp_pl.stages import selection_stage
@@ -19,8 +20,15 @@ TARGETED = {"crisp", "crisp_auto", "ced", "classifier", "dsir", "doge"}
 DRAWS = 20_000
 
 
-def selected(cfg, prepared, method: str) -> Groups:
-    cfg = build_run_config(to_dict(cfg), {"selection": {**FAST, "method": method}})
+# Variants the contract also covers: capped CRISP (at a cap that binds at the fixture's few draws) and the
+# specialist mix, alone and together.
+VARIANTS = {"crisp capped": ("crisp", {"crisp": {"max_repeats": 0.1}}),
+            "uniform + mix": ("uniform", {"mix": {"specialist": 0.2}}),
+            "crisp capped + mix": ("crisp", {"crisp": {"max_repeats": 0.1}, "mix": {"specialist": 0.2}})}
+
+
+def selected(cfg, prepared, method: str, settings: dict | None = None) -> Groups:
+    cfg = build_run_config(to_dict(cfg), {"selection": {**FAST, **(settings or {}), "method": method}})
     return Groups.load(selection_stage(StageCache(f"{cfg.results_dir}/cache"), cfg, prepared).path)
 
 
@@ -29,19 +37,26 @@ def test_the_paper_methods_are_registered():
     assert all(get_method(name).targeted for name in TARGETED | {"specialist"}) and not get_method("uniform").targeted
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", [*method_names(), *VARIANTS])
 def test_every_method_keeps_the_contract(method, tiny_config, tiny_prepared):
-    groups = selected(tiny_config, tiny_prepared, method)
+    method, settings = VARIANTS.get(method, (method, {}))
+    groups = selected(tiny_config, tiny_prepared, method, settings)
     store = tiny_prepared.stores[groups.store]
-    assert groups.store in ("pool", "train")
+    assert groups.store in ("pool", "train", "pool+train")
     assert (groups.weights >= 0).all() and np.isclose(groups.weights.sum(), 1.0)  # a distribution over groups
     assert groups.members.min() >= 0 and groups.members.max() < len(store)  # every index in range
     assert len(groups.members) == groups.offsets[-1] and (np.diff(groups.offsets) >= 0).all()
 
-    if method in TARGETED:  # it raises the specialist domain's share of what is drawn above its share of the pool
-        is_medical = tiny_prepared.stores.pool.domains == "medical"
+    if method in TARGETED or settings:  # it raises the specialist domain's share of what is drawn above its share of the pool
+        pool_medical = (tiny_prepared.stores.pool.domains == "medical").mean()
         drawn = draw(groups, seed=0, rank=0, start=0, stop=DRAWS)
-        assert is_medical[drawn].mean() > is_medical.mean() + 0.05, (is_medical[drawn].mean(), is_medical.mean())
+        assert (store.domains[drawn] == "medical").mean() > pool_medical + 0.05, ((store.domains[drawn] == "medical").mean(), pool_medical)
+    if "crisp" in settings:  # no pool window above the cap in expectation at the planned draws, and the cap was needed
+        assert groups.info["uncapped_max_draws_per_window"] > 0.1 and groups.info["cap_infeasible"] == 0
+        share = settings.get("mix", {}).get("specialist", 0.0)
+        pool_groups = slice(0, groups.num_groups - (share > 0))  # a mix's last group is the specialist windows
+        per_window = draws_per_window(groups.sizes[pool_groups], groups.weights[pool_groups], groups.info["pool_draws"] / (1 - share))
+        assert per_window.max() == pytest.approx(0.1)
 
 
 @pytest.fixture

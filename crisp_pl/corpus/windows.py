@@ -280,6 +280,38 @@ class WindowSubset:
         return self.store.texts(self.indices[np.asarray(indices, dtype=np.int64)])
 
 
+class JoinedStores:
+    """Two stores of one tokenizer read as one: windows 0..len(first)-1 are `first`'s, the rest `second`'s
+    (a pretraining draw that mixes specialist windows into the pool's: crisp_pl.sampling.mix)."""
+
+    def __init__(self, first: WindowStore, second: WindowStore):
+        self.parts, self.split = (first, second), len(first)
+        self.window_length = first.window_length
+        self.docs = np.concatenate([first.docs, second.docs])  # each part's own doc numbering
+        self.sources, self.domains = np.concatenate([first.sources, second.sources]), np.concatenate([first.domains, second.domains])
+        self.tokenizer, self.vocab_size = first.tokenizer, max(first.vocab_size, second.vocab_size)
+
+    def __len__(self) -> int:
+        return self.split + len(self.parts[1])
+
+    def _read(self, indices, read) -> list:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        second = idx >= self.split
+        out = [None] * len(idx)
+        for part, mask, offset in ((self.parts[0], ~second, 0), (self.parts[1], second, self.split)):
+            if mask.any():
+                for position, row in zip(np.flatnonzero(mask), read(part, idx[mask] - offset)):
+                    out[position] = row
+        return out
+
+    def tokens(self, indices) -> np.ndarray:
+        rows = self._read(indices, lambda part, idx: part.tokens(idx))
+        return np.stack(rows) if rows else np.empty((0, self.window_length), np.int64)
+
+    def texts(self, indices) -> list[str]:
+        return self._read(indices, lambda part, idx: part.texts(idx))
+
+
 def _strings(column: pa.ChunkedArray) -> np.ndarray:
     """A (dictionary-encoded) string column as a numpy str array, decoding each distinct value once."""
     array = column.combine_chunks()

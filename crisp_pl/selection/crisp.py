@@ -14,21 +14,30 @@ Specialist mass on a cluster that holds no generalist window cannot be sampled (
 to draw); it is dropped and the rest renormalized. The dropped share is reported as
 `selection/dropped_mass` so a tree too fine for its pool is visible rather than silent.
 
+With `selection.crisp.max_repeats: R` the distribution drawn is planned against the budget: the one
+closest to P(c|Ds) in KL under which no pool window is drawn more than R times in expectation at the
+point's planned pool draws (crisp_pl.repetition.cap_weights). The histogram's `p_drawn` column is
+that distribution; the selection logs what the cap moved and the repetition without it.
+
 `crisp_auto` chooses the tree level from the specialist data alone, by how well each level's
-histogram predicts the specialist validation windows (`level_scores`), and logs the choice and
-every level's score (`selection/chosen_level`, `selection/level_score_L`, `level_scores.csv`).
+histogram predicts the specialist validation windows (`level_scores`; with a cap, the capped
+histogram's), and logs the choice and every level's score (`selection/chosen_level`,
+`selection/level_score_L`, `level_scores.csv`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from crisp_pl.config import RunConfig
+from crisp_pl.repetition import cap_weights
 from crisp_pl.sampling import Groups
 from crisp_pl.selection.context import SelectionContext
 from crisp_pl.selection.registry import mixture_settings, register
+from crisp_pl.training.batch import planned_draws
 
 
 @dataclass
@@ -37,7 +46,7 @@ class Histogram:
 
     generalist_counts: np.ndarray  # (C,) generalist windows per cluster
     specialist_counts: np.ndarray  # (C,) specialist document pieces per cluster
-    p_specialist: np.ndarray  # (C,) sampling distribution actually used (after drop + smoothing)
+    p_specialist: np.ndarray  # (C,) P(c|Ds) after drop + smoothing: what is drawn, unless capped
     dropped_mass: float  # specialist mass on clusters without generalist windows
 
     @property
@@ -96,16 +105,47 @@ def crisp_groups(pool_labels: np.ndarray, specialist_labels: np.ndarray, num_clu
     return Groups.from_labels("pool", pool_labels, hist.p_specialist, info), hist
 
 
+def pool_draws(cfg: RunConfig) -> int:
+    """Pool windows the point's (pre)training draws: its planned draws less the specialist mix's share."""
+    return round(planned_draws(cfg.train, cfg.corpus.window_length) * (1.0 - cfg.selection.mix.specialist))
+
+
+def cap_settings(cfg: RunConfig) -> dict:
+    """The cap's part of a CRISP key: nothing without a cap, so uncapped keys are as they were."""
+    max_repeats = cfg.selection.crisp.max_repeats
+    return {} if max_repeats is None else {"max_repeats": max_repeats, "pool_draws": pool_draws(cfg)}
+
+
+def cap_groups(groups: Groups, cfg: RunConfig) -> Groups:
+    """`groups` reweighted under `selection.crisp.max_repeats` at the point's pool draws (unchanged without a cap)."""
+    max_repeats = cfg.selection.crisp.max_repeats
+    if max_repeats is None:
+        return groups
+    draws = pool_draws(cfg)
+    capped = cap_weights(groups.weights, groups.sizes, draws, max_repeats)
+    if capped.infeasible:
+        print(f"selection.crisp.max_repeats={max_repeats:g}: {draws:,} draws from {int(groups.sizes.sum()):,} pool windows "
+              f"repeat each more than that even drawn uniformly; drawing uniformly over the pool", flush=True)
+    info = {**groups.info, **capped.info(groups.weights, groups.sizes, draws, max_repeats),
+            "clusters_sampled": int((capped.weights > 0).sum())}
+    return Groups(groups.store, groups.offsets, groups.members, capped.weights, info)
+
+
 def _crisp_at(ctx: SelectionContext, level: int) -> Groups:
-    """CRISP's groups at tree `level` (its histogram saved as an artifact)."""
+    """CRISP's groups at tree `level`, capped if the config says so (its histogram saved as an artifact)."""
     groups, hist = crisp_groups(ctx.pool_labels[:, level], ctx.specialist_labels[:, level],
                                 ctx.cfg.cluster.levels[level], ctx.cfg.selection.smoothing, ctx.specialist_weights)
-    ctx.artifacts["histogram.csv"] = hist.table()
+    groups = cap_groups(groups, ctx.cfg)
+    table = hist.table()
+    if ctx.cfg.selection.crisp.max_repeats is not None:
+        table["p_drawn"] = groups.weights
+    ctx.artifacts["histogram.csv"] = table
     return groups
 
 
 @register("crisp", needs={"clusters"},
-          settings=lambda cfg: {"level": cfg.cluster.level, "smoothing": cfg.selection.smoothing, **mixture_settings(cfg)})
+          settings=lambda cfg: {"level": cfg.cluster.level, "smoothing": cfg.selection.smoothing, **mixture_settings(cfg),
+                                **cap_settings(cfg)})
 def select(ctx: SelectionContext) -> Groups:
     """Pool clusters of one tree level weighted by the specialist histogram P(c|Ds)."""
     return _crisp_at(ctx, ctx.cfg.cluster.level)
@@ -115,7 +155,8 @@ LEVEL_SCORE_SMOOTHING = 1.0  # add-one: a validation window in a cluster no trai
 
 
 def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validation_labels: np.ndarray,
-                 levels: list[int], specialist_weights: np.ndarray | None = None) -> np.ndarray:
+                 levels: list[int], specialist_weights: np.ndarray | None = None,
+                 cap: tuple[int, float] | None = None) -> np.ndarray:
     """(levels,) the held-out score of each tree level, from the specialist data alone: the mean over the
     specialist validation windows of log w(c) = log P(c|Ds) / P(c|Dg), P(c|Ds) the add-one smoothed
     histogram of the train pieces at that level.
@@ -125,10 +166,17 @@ def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validat
     with different numbers of clusters compare on one scale: a coarse level cannot tell the domain
     from its neighbours, a fine one spreads the scarce train pieces too thin to predict where
     validation windows fall. A validation window in a cluster with no pool window (an empty k-means
-    cluster) scores the level's lowest weight."""
+    cluster) scores the level's lowest weight.
+
+    `cap` = (pool draws, max repeats) scores the histogram the budget lets training draw
+    (crisp_pl.repetition.cap_weights) instead: a level whose mass sits on clusters too small for the
+    budget loses the part of its likelihood that only repetition could buy (w(c) is at most
+    max_repeats x pool windows / draws)."""
     scores = []
     for level, k in enumerate(levels):
         hist = histogram(pool_labels[:, level], specialist_labels[:, level], k, LEVEL_SCORE_SMOOTHING, specialist_weights)
+        if cap is not None:
+            hist = replace(hist, p_specialist=cap_weights(hist.p_specialist, hist.generalist_counts, *cap).weights)
         w = hist.importance_weights
         floor = w[w > 0].min()
         scores.append(float(np.mean(np.log(np.maximum(w[validation_labels[:, level]], floor)))))
@@ -136,11 +184,13 @@ def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validat
 
 
 @register("crisp_auto", needs={"validation_clusters"},
-          settings=lambda cfg: {"levels": cfg.cluster.levels, "smoothing": cfg.selection.smoothing, **mixture_settings(cfg)})
+          settings=lambda cfg: {"levels": cfg.cluster.levels, "smoothing": cfg.selection.smoothing, **mixture_settings(cfg),
+                                **cap_settings(cfg)})
 def select_level(ctx: SelectionContext) -> Groups:
     """CRISP at the tree level whose histogram best predicts the specialist validation windows (see `level_scores`)."""
-    levels = ctx.cfg.cluster.levels
-    scores = level_scores(ctx.pool_labels, ctx.specialist_labels, ctx.validation_labels, levels, ctx.specialist_weights)
+    levels, cap = ctx.cfg.cluster.levels, cap_settings(ctx.cfg)
+    scores = level_scores(ctx.pool_labels, ctx.specialist_labels, ctx.validation_labels, levels, ctx.specialist_weights,
+                          (cap["pool_draws"], cap["max_repeats"]) if cap else None)
     level = int(np.argmax(scores))
     groups = _crisp_at(ctx, level)
     groups.info.update({"chosen_level": level, **{f"level_score_{i}": s for i, s in enumerate(scores)}})

@@ -4,7 +4,8 @@ Run for the CRISP methods at the level their selection uses, cached under the ke
 reads, so every seed and fine-tuning variant of a point shares one. The folder holds
 `coverage.json` (the metrics) and `coverage.csv` (one row per specialist piece and per sampled pool
 window: its nearest-pool and centroid cosines), drawn beside the histogram by `crisp figures`.
-The expected repetition depends on the training budget, so it is added per point (`coverage_metrics`).
+The repetition depends on the training budget, so it is planned per point (`planned_repetition`), for
+every method, and added to the diagnostic's metrics (`coverage_metrics`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from crisp_pl import seeds
 from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.cluster import ClusterTree
 from crisp_pl.config import RunConfig
-from crisp_pl.coverage import coverage, expected_repetition
+from crisp_pl.coverage import coverage
 from crisp_pl.embed import load_embeddings
+from crisp_pl.repetition import expected_repetition, max_draws_per_window
 from crisp_pl.sampling import Groups
 from crisp_pl.selection.registry import mixture_settings
 from crisp_pl.stages.data import Prepared, specialist_pieces, specialist_subset, subset_inputs
 from crisp_pl.stages.selection import piece_mixture_weights
-from crisp_pl.training.batch import batch_plan
 
 COVERAGE_METHODS = ("crisp", "crisp_auto")
 
@@ -49,14 +50,17 @@ def coverage_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, level:
     return cache.run("coverage", inputs, build)
 
 
-def planned_draws(cfg: RunConfig) -> int:
-    """Windows the (pre)training stage will draw over all ranks."""
-    return cfg.train.max_steps * batch_plan(cfg.train, cfg.corpus.window_length).windows_per_step
+def planned_repetition(groups: Groups, pool_windows: int, draws: int) -> dict[str, float]:
+    """Before training: how often the selection's `draws` repeat windows (both stores of a mix), against
+    uniform over the pool, and what a cap changed (crisp_pl.repetition; keys read by crisp_pl.coverage.repetition)."""
+    planned = {"expected_repetition": expected_repetition(groups.sizes, groups.weights, draws),
+               "uniform_repetition": expected_repetition(np.array([pool_windows]), np.array([1.0]), draws),
+               "max_draws_per_window": max_draws_per_window(groups.sizes, groups.weights, draws)}
+    planned.update({k: float(groups.info[k]) for k in ("uncapped_expected_repetition", "uncapped_max_draws_per_window")
+                    if k in groups.info})
+    return planned
 
 
-def coverage_metrics(entry: CacheEntry, groups: Groups, pool_windows: int, draws: int) -> dict[str, float]:
-    """The stage's metrics plus the expected repetition of the selection's draws at this budget, and uniform's."""
-    metrics = json.loads((entry.path / "coverage.json").read_text())
-    metrics["expected_repetition"] = expected_repetition(groups.sizes, groups.weights, draws)
-    metrics["uniform_repetition"] = expected_repetition(np.array([pool_windows]), np.array([1.0]), draws)
-    return metrics
+def coverage_metrics(entry: CacheEntry, planned: dict[str, float]) -> dict[str, float]:
+    """The stage's metrics plus the point's planned repetition."""
+    return {**json.loads((entry.path / "coverage.json").read_text()), **planned}

@@ -30,11 +30,12 @@ from crisp_pl.cluster import ClusterTree, resolve_fit
 from crisp_pl.config import ConfigError, RunConfig, to_dict
 from crisp_pl.corpus.tasks import iter_corpus, load_corpus, load_task_documents, split_task, unit_hash
 from crisp_pl.corpus.tokenizer import BPE_MIN_FREQUENCY, Tokenizer, gpt2_tokenizer, load_tokenizer, save_tokenizer, train_bpe
-from crisp_pl.corpus.windows import WindowStore, build_windows
+from crisp_pl.corpus.windows import JoinedStores, WindowStore, build_windows
 from crisp_pl.distributed import global_rank, is_worker, world_size
 from crisp_pl.embed import EMB_DIM, embed_windows, load_embedder, load_embeddings, split_for_embedder
 from crisp_pl.embedders import LSI, LSI_MIN_DF, random_unit_vectors
 from crisp_pl.evaluate.sample import stratified_sample
+from crisp_pl.sampling import MIXED_STORE
 
 TASK_SPLITS = ("train", "validation", "test")
 TRAIN_TEXTS = "train_texts.parquet"
@@ -309,8 +310,11 @@ class Stores:
     validation: WindowStore | None
     test: WindowStore
 
-    def __getitem__(self, name: str) -> WindowStore | None:
-        """By split name, as `Groups.store` names the store its members index."""
+    def __getitem__(self, name: str) -> WindowStore | JoinedStores | None:
+        """By split name, as `Groups.store` names the store its members index (`pool+train`: the two joined,
+        for a draw that mixes specialist windows into a selection)."""
+        if name == MIXED_STORE:
+            return JoinedStores(self.pool, self.train)
         if name not in ("pool", *TASK_SPLITS):
             raise KeyError(name)
         return getattr(self, name)

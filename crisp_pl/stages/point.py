@@ -20,11 +20,12 @@ from crisp_pl.model.gpt import GPTConfig
 from crisp_pl.model.ladder import apply_ladder, non_embedding_params
 from crisp_pl.sampling import Groups, repetition_stats
 from crisp_pl.selection import get_method
-from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_draws
+from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_repetition
 from crisp_pl.stages.data import TREE_FIT, prepare, specialist_subset
 from crisp_pl.stages.evaluation import eval_stage, load_metrics
 from crisp_pl.stages.selection import selection_cost, selection_stage
 from crisp_pl.stages.training import TrainRecord, base_stage, finetune_stage, train_stage
+from crisp_pl.training.batch import planned_draws
 from crisp_pl.training.trainer import ValidationCurve
 
 
@@ -55,12 +56,15 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
                        need_validation_clusters=method.needs_validation_clusters)
     selection = selection_stage(cache, cfg, prepared)
     groups = Groups.load(selection.path)
+    # before training: how often will the draw repeat windows, and (CRISP) can the pool serve this domain at all?
+    planned = planned_repetition(groups, len(prepared.stores.pool), planned_draws(cfg.train, cfg.corpus.window_length))
+    print(f"plan: {repetition(planned)}", flush=True)
     covered = None
-    if method.name in COVERAGE_METHODS:  # before training: can the pool serve this domain at all?
+    if method.name in COVERAGE_METHODS:
         level = int(groups.info.get("chosen_level", cfg.cluster.level)) % len(cfg.cluster.levels)
         covered = coverage_stage(cache, cfg, prepared, level)
-        found = coverage_metrics(covered, groups, len(prepared.stores.pool), planned_draws(cfg))
-        print(f"coverage: {verdict(found)}; {repetition(found)}", flush=True)
+        found = coverage_metrics(covered, planned)
+        print(f"coverage: {verdict(found)}", flush=True)
     base = base_stage(cache, cfg, prepared, logger("base")) if cfg.base.steps else None
     # train.max_steps = 0 after a base: the base itself is the model (D′ = 0 in a split study)
     pretrained = base if cfg.train.max_steps == 0 else train_stage(cache, cfg, prepared, selection, logger(""), base,
@@ -86,6 +90,7 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
         metrics.update(based.metrics("base/"))
         base_flops, base_hours = based.flops, based.hours
     metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
+    metrics.update({f"data/planned_{k}": v for k, v in planned.items()})
     if covered is not None:
         metrics.update({f"coverage/{k}": v for k, v in found.items()})
     metrics["model/non_embedding_params"] = float(non_embedding_params(GPTConfig.from_name(cfg.model.size)))  # N of scaling laws

@@ -19,6 +19,7 @@ from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.config import RunConfig
 from crisp_pl.costs import embedding_flops, kmeans_flops
 from crisp_pl.embed import load_embeddings
+from crisp_pl.sampling import mix
 from crisp_pl.selection import Method, SelectionContext, get_method
 from crisp_pl.stages.data import Prepared, specialist_pieces, specialist_subset, subset_inputs
 
@@ -26,8 +27,10 @@ from crisp_pl.stages.data import Prepared, specialist_pieces, specialist_subset,
 def selection_inputs(cfg: RunConfig, prepared: Prepared, method: Method) -> dict:
     """What a method's groups depend on: its name and settings, and the keys of the data it reads."""
     inputs = {"method": method.name, "pool": prepared.keys["pool"], **method.settings(cfg)}
-    if method.targeted:
+    if method.targeted or cfg.selection.mix.specialist:
         inputs.update(task=prepared.keys["task"], **subset_inputs(cfg))
+    if cfg.selection.mix.specialist:  # absent without a mix: keys made before it existed still hold
+        inputs["mix_specialist"] = cfg.selection.mix.specialist
     if method.needs_embeddings:
         inputs.update(pool_embeddings=prepared.keys["pool_embeddings"], train_embeddings=prepared.keys["train_embeddings"])
     if method.needs_clusters:
@@ -67,6 +70,8 @@ def selection_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared) -> Ca
     def build(out: Path) -> None:
         ctx = selection_context(cfg, prepared, method, out / "work")
         groups = method.select(ctx)
+        if cfg.selection.mix.specialist:
+            groups = mix(groups, ctx.specialist_indices, cfg.selection.mix.specialist, len(ctx.pool))
         groups.save(out)
         for name, value in ctx.artifacts.items():
             if name.endswith(".csv"):

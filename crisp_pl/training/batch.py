@@ -67,3 +67,8 @@ def batch_plan(train: TrainConfig, window_length: int, world: int | None = None)
                           f"use a multiple of {world * window_length} tokens, or another device count")
     accumulate = next(k for k in range(math.ceil(per_device / train.batch_size), per_device + 1) if per_device % k == 0)
     return BatchPlan(per_device // accumulate, accumulate, world)
+
+
+def planned_draws(train: TrainConfig, window_length: int) -> int:
+    """Windows a training stage of `train` draws over all ranks: its steps times the windows of a step."""
+    return train.max_steps * batch_plan(train, window_length).windows_per_step

@@ -371,10 +371,14 @@ BY_METHOD = ("variant", "method", "selection.method")  # series whose lines are 
 def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     """A quality metric against a swept quantity, per task: `spec["x"]` is a metric (`data/pool_windows`,
     `selection/clusters`) or a grid-key column, one line per value of `spec["series"]` (default: the
-    variant, else the method). Each marker is a group's mean over seeds with a ±1 SE bar, the dots its
+    variant, else the method; a list of columns: one line per combination of their values). Each marker is a group's mean over seeds with a ±1 SE bar, the dots its
     seeds. Written as PNG and PDF, with a markdown table of the plotted values beside them."""
     runs = with_groups(runs)
     x, series = spec["x"], spec.get("series", "variant")
+    if isinstance(series, list):  # one line per combination (a method at each specialist share)
+        columns, series = series, ", ".join(series)
+        if set(columns) <= set(runs):
+            runs[series] = runs[columns].astype(str).agg(", ".join, axis=1)
     if series not in runs or runs[series].isna().all() or (runs[series] == "").all():
         series = "method"
     stem = folder / f"sweep-{x.replace('/', '_').replace('.', '_')}"

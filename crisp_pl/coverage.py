@@ -135,7 +135,8 @@ def verdict(m: dict[str, float]) -> str:
 def repetition(m: dict[str, float]) -> str:
     """How often a drawn window repeats at the planned budget, against uniform over the pool (and without the cap)."""
     uncapped = "uncapped_expected_repetition" in m
-    line = (f"a drawn window repeats {m['expected_repetition']:.1f}x in expectation at this budget"
-            f"{' (without the cap: {:.1f}x)'.format(m['uncapped_expected_repetition']) if uncapped else ''}, "
-            f"uniform over the pool {m['uniform_repetition']:.1f}x; the most-drawn window {m['max_draws_per_window']:.1f} draws")
-    return line + (f" (without the cap: {m['uncapped_max_draws_per_window']:.1f})" if uncapped else "")
+    return (f"a drawn window repeats {m['expected_repetition']:.1f}x in expectation at this budget"
+            + (f" (without the cap: {m['uncapped_expected_repetition']:.1f}x)" if uncapped else "")
+            + f", uniform over the pool {m['uniform_repetition']:.1f}x; no window is drawn more than "
+            f"{m['max_draws_per_window']:.1f}x in expectation"
+            + (f" (without the cap: {m['uncapped_max_draws_per_window']:.1f}x)" if uncapped else ""))

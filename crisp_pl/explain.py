@@ -47,11 +47,12 @@ def coverage_report(runner) -> list[tuple[str, dict[str, float]]]:
         groups = Groups.load(selection.path)
         level = int(groups.info.get("chosen_level", cfg.cluster.level)) % len(cfg.cluster.levels)
         entry = coverage_stage(runner.cache, cfg, prepared, level)
-        if (entry.key, cfg.train.max_steps) in seen:
+        if (entry.key, selection.key, cfg.train.max_steps) in seen:  # the same set, distribution and budget
             continue
-        seen.add((entry.key, cfg.train.max_steps))
+        seen.add((entry.key, selection.key, cfg.train.max_steps))
+        capped = f", at most {cfg.selection.crisp.max_repeats:g} draws a window" if cfg.selection.crisp.max_repeats else ""
         what = f"{cfg.task.name} (train share {cfg.task.train_share:g}, level {level}: {cfg.cluster.levels[level]} clusters, " \
-               f"{cfg.train.max_steps} steps) [{point.name}]"
+               f"{cfg.train.max_steps} steps{capped}) [{point.name}]"
         planned = planned_repetition(groups, len(prepared.stores.pool), planned_draws(cfg.train, cfg.corpus.window_length))
         out.append((what, coverage_metrics(entry, planned)))
     return out

@@ -36,13 +36,14 @@ def max_draws_per_window(sizes: np.ndarray, weights: np.ndarray, draws: float) -
 
 
 def expected_repetition(sizes: np.ndarray, weights: np.ndarray, draws: int) -> float:
-    """Draws per distinct window when `draws` windows are drawn: a group g of `sizes[g]` windows
-    receives draws * weights[g] draws, uniformly inside it, so it shows
-    sizes[g] * (1 - (1 - 1/sizes[g]) ** (draws * weights[g])) distinct windows in expectation."""
+    """Draws per distinct window when `draws` windows are drawn: a window of group g is drawn with
+    probability weights[g] / sizes[g] at each draw, so group g shows
+    sizes[g] * (1 - (1 - weights[g] / sizes[g]) ** draws) distinct windows in expectation."""
     sizes, weights = np.asarray(sizes, np.float64), np.asarray(weights, np.float64)
     live = (sizes > 0) & (weights > 0)
-    n, d = sizes[live], draws * weights[live]
-    distinct = np.sum(n * -np.expm1(d * np.log1p(-1.0 / n)))  # (1 - 1/n)^d without underflow
+    n, p = sizes[live], weights[live] / sizes[live]
+    with np.errstate(divide="ignore"):  # a one-window group holding all the mass: log1p(-1) = -inf, (1 - 1)^draws = 0
+        distinct = np.sum(n * -np.expm1(draws * np.log1p(-p)))  # (1 - p)^draws without underflow
     return float(draws / distinct) if distinct > 0 else 0.0
 
 

@@ -77,7 +77,7 @@ class Study:
     figures: list[dict] = field(default_factory=list)
     """Sweep figures (analysis.figures.sweep_figure): each `x` (a metric such as `data/pool_windows`, or a
     grid key), `label` (the axis title, with units), `log_x`, `series` (the column one line is drawn
-    per: `variant` by default, or a grid key)."""
+    per: `variant` by default, a grid key, or a list of them: a line per combination)."""
     search: dict = field(default_factory=dict)
     """An Optuna search over config keys (`crisp tune NAME`; crisp_pl/tune.py documents the block)."""
     path: Path | None = None

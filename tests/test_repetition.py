@@ -126,3 +126,13 @@ def test_a_mix_draws_its_share_from_the_specialist_store_and_counts_both():
     assert expected_repetition(mixed.sizes, mixed.weights, 4000) > expected_repetition(pool.sizes, pool.weights, 4000)
     with pytest.raises(ValueError, match="pool selection"):
         mix(Groups.single("train", 10), np.arange(3), 0.1, pool_windows=1000)
+
+
+def test_expected_repetition_of_many_small_groups_matches_simulated_draws():
+    # 200 one-window groups sharing 20% of 500 draws: each is drawn with probability 1 - (1 - 0.001)^500, not
+    # surely (an estimate that gave each group its expected 0.5 draws as if certain counted more windows than draws)
+    sizes = np.concatenate([np.ones(200), [1000]])
+    weights = np.concatenate([np.full(200, 0.2 / 200), [0.8]])
+    groups = Groups.from_labels("pool", np.concatenate([np.arange(200), np.full(1000, 200)]), weights)
+    simulated = [500 / len(np.unique(draw(groups, seed=s, rank=0, start=0, stop=500))) for s in range(100)]
+    assert expected_repetition(sizes, weights, 500) == pytest.approx(np.mean(simulated), rel=0.01)

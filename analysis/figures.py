@@ -365,23 +365,33 @@ def across_tasks(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-BY_METHOD = ("variant", "method", "selection.method")  # series whose lines are methods: drawn in the methods' colours
+BY_METHOD = ("variant", "method", "selection.method")
+SHARED_COST = {"cost/total_flops": "flops", "cost/total_hours": "hours"}  # total-cost axes a figure may split over K tasks  # series whose lines are methods: drawn in the methods' colours
 
 
 def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:
     """A quality metric against a swept quantity, per task: `spec["x"]` is a metric (`data/pool_windows`,
     `selection/clusters`) or a grid-key column, one line per value of `spec["series"]` (default: the
-    variant, else the method; a list of columns: one line per combination of their values). Each marker is a group's mean over seeds with a ±1 SE bar, the dots its
+    variant, else the method; a list of columns: one line per combination of their values). With
+    `spec["tasks"]` = K > 1, a total-cost axis reads the cost of one of K tasks sharing the pool: its
+    task-specific cost plus a K-th of the pool's embedding and tree (and of a continued-pretraining
+    base), as the paper counts it. Each marker is a group's mean over seeds with a ±1 SE bar, the dots its
     seeds. Written as PNG and PDF, with a markdown table of the plotted values beside them."""
     runs = with_groups(runs)
     x, series = spec["x"], spec.get("series", "variant")
+    stem = folder / f"sweep-{x.replace('/', '_').replace('.', '_')}"
+    if spec.get("tasks", 1) > 1:  # the paper's reading: the pool's embedding and tree (and a base) shared by K tasks
+        if x not in SHARED_COST or not {f"cost/pool_{SHARED_COST[x]}", f"cost/task_{SHARED_COST[x]}"} <= set(runs):
+            return []  # runs logged before costs were split, or not a total-cost axis
+        unit, k = SHARED_COST[x], spec["tasks"]
+        runs[x] = (runs[f"cost/pool_{unit}"] + runs[f"cost/base_{unit}"].fillna(0)) / k + runs[f"cost/task_{unit}"]
+        stem = stem.with_name(f"{stem.name}-{k}_tasks")
     if isinstance(series, list):  # one line per combination (a method at each specialist share)
         columns, series = series, ", ".join(series)
         if set(columns) <= set(runs):
             runs[series] = runs[columns].astype(str).agg(", ".join, axis=1)
     if series not in runs or runs[series].isna().all() or (runs[series] == "").all():
         series = "method"
-    stem = folder / f"sweep-{x.replace('/', '_').replace('.', '_')}"
     panels = [(task, rows, column) for task, rows in runs.groupby("task", sort=False)
               for column in (f"test/{task}/ppl", f"test/{task}/acc") if column in rows and rows[column].notna().any()]
     if x not in runs or not panels:

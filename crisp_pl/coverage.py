@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from crisp_pl.costs import nearest_neighbour_flops
+
 REFERENCE_CAP = 250_000  # pool windows searched for nearest neighbours (a seeded sample beyond it)
 POOL_QUERIES = 2_000  # pool windows whose own nearest neighbour sets the yardstick
 GENERAL_CLUSTERS = 2  # the largest pool clusters, where far-away text collects
@@ -115,6 +117,12 @@ def coverage(pool_embeddings: np.ndarray, specialist_embeddings: np.ndarray, poo
         pd.DataFrame({"set": "pool", "nearest": pool_nearest, "centroid": pool_centroid, "cluster": pool_labels[reference_ids[queries]]}),
     ], ignore_index=True)
     return Coverage(metrics, rows)
+
+
+def coverage_flops(pool_windows: int, specialist_pieces: int) -> float:
+    """The diagnostic's nearest-neighbour searches: the pieces and the pool yardstick's queries against the reference."""
+    reference = min(pool_windows, REFERENCE_CAP)
+    return nearest_neighbour_flops(reference, specialist_pieces + min(POOL_QUERIES, reference))
 
 
 def verdict(m: dict[str, float]) -> str:

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
 CONFIGS_DIR = ROOT / "configs"
 STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "exclude", "seeds", "figures", "search"}
-FIGURE_KEYS = {"x", "label", "log_x", "series"}
+FIGURE_KEYS = {"x", "label", "log_x", "series", "tasks"}
 SEED_KEYS = ("train.seed", "selection.seed")  # what a study's `seeds` set; task.seed and cluster.seed stay fixed
 
 
@@ -77,7 +77,8 @@ class Study:
     figures: list[dict] = field(default_factory=list)
     """Sweep figures (analysis.figures.sweep_figure): each `x` (a metric such as `data/pool_windows`, or a
     grid key), `label` (the axis title, with units), `log_x`, `series` (the column one line is drawn
-    per: `variant` by default, a grid key, or a list of them: a line per combination)."""
+    per: `variant` by default, a grid key, or a list of them: a line per combination), `tasks` (K > 1 on a
+    total-cost axis: the cost of one of K tasks sharing the pool's embedding and tree)."""
     search: dict = field(default_factory=dict)
     """An Optuna search over config keys (`crisp tune NAME`; crisp_pl/tune.py documents the block)."""
     path: Path | None = None

@@ -9,7 +9,7 @@ import pytest
 from crisp_pl.cache import StageCache
 from crisp_pl.config import build_run_config, to_dict
 from crisp_pl.sampling import Groups
-from crisp_pl.selection import method_names
+from crisp_pl.selection import get_method, method_names
 from crisp_pl.stages import eval_stage, finetune_stage, prepare, selection_cost, selection_stage, train_stage
 
 METHODS = method_names()
@@ -39,8 +39,10 @@ def test_every_method_makes_cached_groups_through_the_selection_stage(method, ti
     if method in ("crisp", "doge"):
         assert groups.num_groups == cfg.cluster.levels[cfg.cluster.level if method == "crisp" else 0]
     assert selection_stage(cache, cfg, tiny_prepared) == stage  # cached: the second call builds nothing
-    flops, seconds = selection_cost(cfg, tiny_prepared, stage, groups.info)
-    assert seconds >= stage.seconds and (flops > 0) == (method not in ("uniform", "specialist", "dsir"))
+    spent = selection_cost(cfg, tiny_prepared, stage, groups.info)
+    assert spent.task_seconds >= stage.seconds and (spent.task_flops > 0) == (method not in ("uniform", "specialist", "dsir"))
+    reads_pool_embedding = get_method(method).needs_embeddings  # the task-independent part: the pool's embedding and tree
+    assert (spent.pool_flops > 0) == reads_pool_embedding and (spent.pool_seconds > 0) == reads_pool_embedding
 
 
 def test_finetuning_early_stops_and_beats_its_pretrained_model_on_validation(tiny_config, tiny_prepared):

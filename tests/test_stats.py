@@ -229,6 +229,33 @@ def test_sweep_figure_draws_a_metric_against_a_swept_quantity(tmp_path):
     assert "| 10 TFLOP |" in " ".join(table.split()) and "e+" not in table  # a cost axis in readable units
 
 
+def test_a_total_cost_axis_reads_one_of_k_tasks_sharing_the_pool(tmp_path):
+    from analysis.figures import sweep_figure
+
+    rows = [{"point": f"{v},steps={n},seed={s}", "group": f"{v},steps={n}", "variant": v, "method": v, "seed": s,
+             "task": "medical", "test/medical/ppl": 400.0 + s, "cost/pool_flops": 20e12 if v == "crisp" else 0.0,
+             "cost/base_flops": 0.0, "cost/task_flops": n * 1e10, "cost/total_flops": (20e12 if v == "crisp" else 0.0) + n * 1e10}
+            for v in ("uniform", "crisp") for n in (100, 400) for s in (0, 1)]
+    paths = sweep_figure(pd.DataFrame(rows), {"x": "cost/total_flops", "tasks": 4}, tmp_path)
+    assert paths[0].name == "sweep-cost_total_flops-4_tasks.png"
+    table = " ".join(paths[2].read_text().split())
+    assert "| 6 TFLOP |" in table and "| 9 TFLOP |" in table  # CRISP: 20 / 4 TFLOP of the pool plus 1 or 4 of its own
+    assert "| 1 TFLOP |" in table and "| 4 TFLOP |" in table  # uniform reads no embedding: its cost is its own
+    older = pd.DataFrame(rows).drop(columns=["cost/pool_flops", "cost/task_flops"])
+    assert sweep_figure(older, {"x": "cost/total_flops", "tasks": 4}, tmp_path) == []  # runs from before the split: no figure
+
+
+def test_a_sweep_draws_a_line_per_combination_of_its_series_columns(tmp_path):
+    from analysis.figures import sweep_figure
+
+    rows = [{"point": f"{v},share={share},k={k},seed=0", "group": f"{v},share={share},k={k}", "variant": v, "method": "crisp",
+             "seed": 0, "task.train_share": share, "task": "medical", "selection/clusters": float(k), "test/medical/ppl": 400.0 + k}
+            for v in ("crisp", "crisp_capped") for share in (0.25, 1.0) for k in (8, 64)]
+    table = sweep_figure(pd.DataFrame(rows), {"x": "selection/clusters", "series": ["variant", "task.train_share"]}, tmp_path)[2]
+    lines = {line.split("|")[3].strip() for line in table.read_text().splitlines()[2:]}
+    assert lines == {"crisp, 0.25", "crisp, 1.0", "crisp_capped, 0.25", "crisp_capped, 1.0"}
+
+
 def test_a_cost_axis_ticks_in_units_and_labels_only_the_2x_and_5x_between_decades():
     import matplotlib.pyplot as plt
 

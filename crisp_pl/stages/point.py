@@ -15,13 +15,13 @@ from pathlib import Path
 from crisp_pl.cache import StageCache
 from crisp_pl.config import RunConfig
 from crisp_pl.costs import point_costs
-from crisp_pl.coverage import repetition, verdict
+from crisp_pl.coverage import coverage_flops, repetition, verdict
 from crisp_pl.model.gpt import GPTConfig
 from crisp_pl.model.ladder import apply_ladder, non_embedding_params
 from crisp_pl.sampling import Groups, repetition_stats
 from crisp_pl.selection import get_method
 from crisp_pl.stages.coverage import COVERAGE_METHODS, coverage_metrics, coverage_stage, planned_repetition
-from crisp_pl.stages.data import TREE_FIT, prepare, specialist_subset
+from crisp_pl.stages.data import TREE_FIT, prepare, specialist_pieces, specialist_subset
 from crisp_pl.stages.evaluation import eval_stage, load_metrics
 from crisp_pl.stages.selection import selection_cost, selection_stage
 from crisp_pl.stages.training import TrainRecord, base_stage, finetune_stage, train_stage
@@ -99,9 +99,15 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
     splits = json.loads((prepared.task.path / "splits.json").read_text())
     metrics.update({f"data/{name}_documents_cut": float(split["documents_cut"])  # by corpus.max_chars_per_doc
                     for name, split in splits.items() if "documents_cut" in split})  # absent: a task stage from before the count
-    selection_flops, selection_seconds = selection_cost(cfg, prepared, selection, groups.info)
-    metrics.update(point_costs(selection_flops=selection_flops, selection_hours=selection_seconds / 3600, train_flops=train_flops,
-                               train_hours=train_hours, base_flops=base_flops, base_hours=base_hours))
+    spent = selection_cost(cfg, prepared, selection, groups.info)
+    task_flops, task_seconds = spent.task_flops, spent.task_seconds
+    if covered is not None:  # the diagnostic is task-specific work too
+        pieces = specialist_pieces(prepared, specialist_subset(len(prepared.stores.train), cfg))
+        task_flops += coverage_flops(len(prepared.stores.pool), len(pieces))
+        task_seconds += covered.seconds
+    metrics.update(point_costs(pool_flops=spent.pool_flops, pool_hours=spent.pool_seconds / 3600, selection_flops=task_flops,
+                               selection_hours=task_seconds / 3600, train_flops=train_flops, train_hours=train_hours,
+                               base_flops=base_flops, base_hours=base_hours))
     metrics["time/point_seconds"] = time.perf_counter() - started
 
     keys = dict(prepared.keys, selection=selection.key, train=pretrained.key, model=model.key, eval=evaluation.key)

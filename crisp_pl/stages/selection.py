@@ -11,6 +11,7 @@ cost: `aux_flops`, `aux_seconds`) and the method's artifacts: `histogram.csv` (C
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,18 +83,36 @@ def selection_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared) -> Ca
     return cache.run("selection", selection_inputs(cfg, prepared, method), build)
 
 
-def selection_cost(cfg: RunConfig, prepared: Prepared, selection: CacheEntry, info: dict) -> tuple[float, float]:
-    """(FLOPs, seconds) of the data stages the method uses and of the selection itself."""
+@dataclass(frozen=True)
+class SelectionCost:
+    """What the data a method read and its selection cost, split as the paper counts it (crisp_pl.costs)."""
+
+    pool_flops: float = 0.0
+    """Task-independent: the pool's embedding, the tree fit and the pool's assignment."""
+    pool_seconds: float = 0.0
+    task_flops: float = 0.0
+    """Task-specific: the specialist (and validation) embeddings and labels, the selection with its auxiliary models."""
+    task_seconds: float = 0.0
+
+
+def selection_cost(cfg: RunConfig, prepared: Prepared, selection: CacheEntry, info: dict) -> SelectionCost:
+    """The FLOPs and seconds of the data stages the method uses and of the selection itself."""
     method = get_method(cfg.selection.method)
-    flops, stages = float(info.get("aux_flops", 0.0)), [selection]
+    pool_flops = task_flops = 0.0
+    pool_stages, task_stages = [], [selection]
+    task_flops += float(info.get("aux_flops", 0.0))
     if method.needs_embeddings:
         chunks = 1.0 if cfg.embed.long_window == "truncate" else 5.0  # mean_chunks: ~5 chunks per 1024-token window
-        flops += embedding_flops(len(prepared.stores.pool), cfg.embed, chunks)
-        flops += embedding_flops(len(prepared.train_piece_docs), cfg.embed)  # one row per specialist piece
+        pool_flops += embedding_flops(len(prepared.stores.pool), cfg.embed, chunks)
+        task_flops += embedding_flops(len(prepared.train_piece_docs), cfg.embed)  # one row per specialist piece
         if "validation" in prepared.embeddings:
-            flops += embedding_flops(len(prepared.stores.validation), cfg.embed, chunks)
-        stages += prepared.embeddings.values()
+            task_flops += embedding_flops(len(prepared.stores.validation), cfg.embed, chunks)
+        pool_stages.append(prepared.embeddings["pool"])
+        task_stages += [entry for name, entry in prepared.embeddings.items() if name != "pool"]
     if method.needs_clusters:
-        flops += kmeans_flops(len(prepared.stores.pool), cfg.cluster)
-        stages += [prepared.tree, *prepared.label_stages]
-    return flops, sum(stage.seconds for stage in stages)
+        pool_flops += kmeans_flops(len(prepared.stores.pool), cfg.cluster)
+        pool_labels, *task_labels = prepared.label_stages
+        pool_stages += [prepared.tree, pool_labels]
+        task_stages += task_labels
+    return SelectionCost(pool_flops, sum(stage.seconds for stage in pool_stages),
+                         task_flops, sum(stage.seconds for stage in task_stages))

@@ -1,5 +1,6 @@
 """`crisp`: run named studies, see their state, draw their figures, open the MLflow UI.
 
+    crisp init [DIR]
     crisp study list
     crisp study run NAME [--scale tiny|small|paper] [--set key=value ...]
     crisp study status NAME [--scale ...]
@@ -23,7 +24,9 @@ import argparse
 import errno
 import os
 import sys
+from pathlib import Path
 
+from crisp_pl import workspace
 from crisp_pl.config import ConfigError
 from crisp_pl.corpus.documents import CorpusError
 
@@ -54,9 +57,14 @@ def _load(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crisp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the traceback of a config or corpus error")
+    parser.add_argument("--workspace", default=None, metavar="DIR",
+                        help="the workspace whose studies and configs come before the built-in ones, and whose results/ "
+                             "studies write (default: $CRISP_WORKSPACE, else the nearest folder up holding crisp-workspace.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
+    init = commands.add_parser("init", help="make a workspace: your studies/, configs/tasks/ and results/, apart from the tool's")
+    init.add_argument("folder", nargs="?", default=".", help="the workspace folder (default: the current one)")
     study = commands.add_parser("study", help="list, run and inspect named studies").add_subparsers(dest="action", required=True)
-    study.add_parser("list", help="the studies under studies/")
+    study.add_parser("list", help="the studies in use: the workspace's, then the built-in ones")
     _study_args(study.add_parser("run", help="run every point of a study (finished points are skipped)"))
     _study_args(study.add_parser("status", help="which points are done, running, failed; cached stages"))
     show = study.add_parser("show", help="print each point's resolved config")
@@ -70,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "a study, with a one-line verdict (data stages only)"))
     inspect = commands.add_parser("inspect", help="what a CRISP run selected: its top clusters, their sources and example windows")
     inspect.add_argument("run_id", help="the MLflow run id (crisp study status NAME lists them)")
-    inspect.add_argument("--results-dir", default="results", help="the results folder the run was logged in (default: results)")
+    inspect.add_argument("--results-dir", default=None, help="the results folder the run was logged in (default: the "
+                                                             "workspace's results/, else results)")
     inspect.add_argument("--top", type=int, default=10, help="clusters to show, by sampling weight (default: 10)")
     inspect.add_argument("--examples", type=int, default=2, help="example windows per cluster (default: 2)")
     tune = commands.add_parser("tune", help="an Optuna search over the study's `search` block (resumes where it stopped)")
@@ -88,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     split_plan.add_argument("--domains", type=int, default=1, help="K, the domains sharing the base (default: 1)")
     split_plan.add_argument("--task", default=None, help="the fitted task (default: every task crisp fit fitted)")
     task = commands.add_parser("task", help="task presets").add_subparsers(dest="action", required=True)
-    new = task.add_parser("new", help="a task preset (configs/tasks/NAME.yaml) from your own files, and with --study a study")
+    new = task.add_parser("new", help="a task preset (configs/tasks/NAME.yaml in the workspace) from your own files, "
+                                      "and with --study a study")
     new.add_argument("name", help="the task's name (metrics test/NAME/ppl)")
     new.add_argument("--from", dest="source", required=True, help="a folder of .txt files, a .jsonl(.gz/.zst) or .parquet file, or a glob")
     new.add_argument("--kind", choices=["text", "jsonl", "parquet"], default=None, help="the files' kind (default: from the path)")
@@ -100,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
                                                          "0.0.0.0 shares the store with the network, unauthenticated)")
-    ui.add_argument("--results-dir", default="results", help="the results folder whose mlflow.db to open (default: results)")
+    ui.add_argument("--results-dir", default=None, help="the results folder whose mlflow.db to open (default: the "
+                                                        "workspace's results/, else results)")
     mcq = commands.add_parser("mcq-tasks", help="write lm-eval task YAMLs of the offline multiple-choice sets")
     mcq.add_argument("folder", help="where the YAMLs and their jsonl data go (lm-eval's --include_path)")
     mcq.add_argument("--sets", nargs="+", default=None, help="MCQ sets (default: all: arc_easy arc_challenge mmlu sciq)")
@@ -121,7 +132,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return lm_eval_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.workspace is not None:  # the lookup reads it (crisp_pl.workspace), as it does when the user sets it
+        os.environ[workspace.ENV] = args.workspace
     try:
+        if getattr(args, "results_dir", "") is None:
+            args.results_dir = str(workspace.results_dir())
+        if args.command == "init":
+            folder = args.folder
+            for path in workspace.init(Path(folder)):
+                print(path)
+            print(f"workspace {Path(folder).resolve()}: add studies/NAME.yaml, or `crisp task new NAME --from PATH --study`; "
+                  f"run crisp from here (or with --workspace {folder})")
+            return 0
         if args.command == "study":
             return _study(args)
         if args.command == "figures":
@@ -174,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         kind = "config" if isinstance(error, ConfigError) else "corpus"
         print(f"crisp: {kind} error: {error}\n(rerun with --debug for the traceback)", file=sys.stderr)
         return 2
+    except workspace.NoWorkspace as error:  # nothing of the user's is written into the tool's own folders
+        print(f"crisp: {error}", file=sys.stderr)
+        return 2
     except LookupError as error:
         print(f"crisp: {error}", file=sys.stderr)
         return 1
@@ -195,12 +220,14 @@ def _study(args) -> int:
     import yaml
 
     from crisp_pl.config import to_dict
-    from crisp_pl.study import StudyRunner, list_studies, points
+    from crisp_pl.study import StudyRunner, list_studies, points, shadowed
     from crisp_pl.tracking import flatten_params
 
     if args.action == "list":
         for study in list_studies():
-            print(f"{study.name:24s} {study.description.strip().splitlines()[0] if study.description else ''}")
+            hidden = shadowed(study)
+            origin = study.origin + (f", shadows the built-in {hidden}" if hidden else "")
+            print(f"{study.name:24s} [{origin}] {study.description.strip().splitlines()[0] if study.description else ''}")
         return 0
     study = _load(args)
     if args.action == "show":

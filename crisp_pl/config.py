@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from crisp_pl import workspace
+
 
 class ConfigError(ValueError):
     """Bad config: an unknown key, a wrong type or a value out of range. The message names the key."""
@@ -640,9 +642,6 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-TASKS_DIR = Path(__file__).resolve().parent.parent / "configs" / "tasks"
-
-
 def expand_task(layer: dict) -> dict:
     """A layer's `task: NAME` replaced by the preset configs/tasks/NAME.yaml (its `task` mapping), and
     so is every preset name among a multitask's `components`."""
@@ -654,12 +653,23 @@ def expand_task(layer: dict) -> dict:
     return layer if task is layer.get("task") else dict(layer, task=task)
 
 
+def config_file(relative: str) -> Path:
+    """A file under configs/ (`scales/tiny.yaml`, `corpora/builtin.yaml`): the workspace's, else the built-in one."""
+    path = workspace.find("configs", relative)
+    if path is None:
+        sub = str(Path(relative).parent)
+        known = ", ".join(f"{sub}/{name}.yaml" for name in workspace.entries("configs", sub)) or "none"
+        raise ConfigError(f"no config {relative!r} in {' or '.join(str(root) for _, root in workspace.roots('configs'))} "
+                          f"(known: {known})")
+    return path
+
+
 def task_preset(name: str) -> dict:
-    """The `task` mapping of configs/tasks/NAME.yaml."""
-    path = TASKS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(TASKS_DIR.glob("*.yaml")))
-        raise ConfigError(f"task: no preset {name!r} ({path} does not exist; presets: {known})")
+    """The `task` mapping of configs/tasks/NAME.yaml (the workspace's, else the built-in one)."""
+    path = workspace.find("configs", f"tasks/{name}.yaml")
+    if path is None:
+        known = ", ".join(workspace.entries("configs", "tasks"))
+        raise ConfigError(f"task: no preset {name!r} (no configs/tasks/{name}.yaml in the workspace or built in; presets: {known})")
     preset = load_yaml(path)
     if not isinstance(preset.get("task"), dict):
         raise ConfigError(f"{path}: expected a `task` mapping")

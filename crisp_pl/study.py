@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from crisp_pl.cache import StageCache, exclusive, held
-from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, merge, non_defaults, parse_set, stable_hash, to_dict
+from crisp_pl import workspace
+from crisp_pl.config import ConfigError, RunConfig, build_run_config, config_file, load_yaml, merge, non_defaults, parse_set, stable_hash, to_dict
 from crisp_pl.corpus.packages import cache_dir
 from crisp_pl.distributed import is_worker
 from crisp_pl.model.ladder import apply_ladder
@@ -53,9 +54,6 @@ from crisp_pl.tracking import TrackedRun, Tracker, provenance
 if TYPE_CHECKING:
     import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-STUDIES_DIR = ROOT / "studies"
-CONFIGS_DIR = ROOT / "configs"
 STUDY_KEYS = {"name", "description", "include", "config", "scales", "variants", "grid", "exclude", "seeds", "figures", "search"}
 FIGURE_KEYS = {"x", "label", "log_x", "series", "tasks"}
 SEED_KEYS = ("train.seed", "selection.seed")  # what a study's `seeds` set; task.seed and cluster.seed stay fixed
@@ -86,7 +84,16 @@ class Study:
     @property
     def ref(self) -> str:
         """How commands name this study again: its name when it is studies/NAME.yaml, else its path."""
-        return self.name if self.path is None or self.path.resolve() == (STUDIES_DIR / f"{self.name}.yaml").resolve() else str(self.path)
+        found = workspace.find("studies", f"{self.name}.yaml")
+        return self.name if self.path is None or (found is not None and self.path.resolve() == found.resolve()) else str(self.path)
+
+    @property
+    def origin(self) -> str:
+        """Where the study comes from: `workspace`, `built-in`, or its file (a study given by path)."""
+        for origin, root in workspace.roots("studies"):
+            if self.path is not None and self.path.resolve().parent == root.resolve():
+                return origin
+        return str(self.path)
 
 
 @dataclass
@@ -103,12 +110,13 @@ class Point:
 
 
 def load_study(name_or_path: str) -> Study:
-    """A study by name (studies/NAME.yaml) or by path; unknown keys are errors naming the file."""
+    """A study by name (studies/NAME.yaml: the workspace's, else the built-in one) or by path; unknown keys
+    are errors naming the file."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = STUDIES_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():  # a study once given by path is found again by its name
-            path = remembered_studies().get(name_or_path, path)
+        # a study once given by path is found again by its name
+        path = workspace.find("studies", f"{name_or_path}.yaml") or remembered_studies().get(name_or_path) or \
+            Path("studies") / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(s.name for s in list_studies()) or "none"
         raise ConfigError(f"no study {name_or_path!r} ({path} does not exist; known studies: {known})")
@@ -143,7 +151,7 @@ def load_study(name_or_path: str) -> Study:
         if overlap:
             raise ConfigError(f"{path}: {overlap[0]} is set by the study's seeds ({', '.join(SEED_KEYS)}); drop one of them")
     study = Study(**data, path=path)
-    if path.resolve().parent != STUDIES_DIR.resolve():
+    if all(path.resolve().parent != root.resolve() for _, root in workspace.roots("studies")):
         _remember(study.name, path.resolve())
     return study
 
@@ -177,7 +185,14 @@ def _remember(name: str, path: Path) -> None:
 
 
 def list_studies() -> list[Study]:
-    return [load_study(str(p)) for p in sorted(STUDIES_DIR.glob("*.yaml"))]
+    """Every study in use: the workspace's, then the built-in ones it does not shadow, by name."""
+    return [load_study(str(files[0][1])) for files in workspace.entries("studies").values()]
+
+
+def shadowed(study: Study) -> Path | None:
+    """The built-in study file a workspace study of the same name hides, if any."""
+    files = workspace.entries("studies").get(study.name, [])
+    return files[1][1] if len(files) > 1 and study.origin == workspace.WORKSPACE else None
 
 
 def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, with_seeds: bool = False) -> list[Point]:
@@ -186,17 +201,18 @@ def points(study: Study, scale: str = "tiny", sets: list[str] | None = None, wit
     `with_seeds`: crossed with the study's `seeds` as well (seeds outermost): the points a run runs.
     Without it, one point per group, configured without the seed layer (what `crisp study show`
     prints). A study without `seeds` gives the same list either way."""
-    scale_file = CONFIGS_DIR / "scales" / f"{scale}.yaml"
-    if not scale_file.is_file():
-        known = ", ".join(p.stem for p in sorted((CONFIGS_DIR / "scales").glob("*.yaml")))
-        raise ConfigError(f"unknown scale {scale!r} (known: {known})")
+    scale_file = workspace.find("configs", f"scales/{scale}.yaml")
+    if scale_file is None:
+        raise ConfigError(f"unknown scale {scale!r} (known: {', '.join(workspace.entries('configs', 'scales'))})")
     per_scale = dict(study.scales.get(scale, {}))
-    layers = [load_yaml(scale_file)] + [load_yaml(CONFIGS_DIR / inc) for inc in study.include] + [study.config]
+    # results go to the workspace's results/ unless a layer says otherwise (a place, not part of a point's identity)
+    layers = [{"results_dir": str(workspace.results_dir())}, load_yaml(scale_file)] + \
+        [load_yaml(config_file(inc)) for inc in study.include] + [study.config]
     grid = {**study.grid, **per_scale.pop("grid", {})}  # a scale may give a grid key its own values (budgets in steps)
     if set(grid) != set(study.grid):
         raise ConfigError(f"{study.path}: scales.{scale}.grid sets {sorted(set(grid) - set(study.grid))}, "
                           f"which the study's grid does not have")
-    layers += [load_yaml(CONFIGS_DIR / inc) for inc in per_scale.pop("include", [])] + [per_scale]
+    layers += [load_yaml(config_file(inc)) for inc in per_scale.pop("include", [])] + [per_scale]
     keys = list(grid)
     out = []
     for seed in study.seeds if with_seeds and study.seeds else [None]:

@@ -7,6 +7,9 @@ glob of .txt files: `text`, one document a file; .jsonl / .jsonl.gz / .jsonl.zst
 .parquet: `parquet`) unless given. The source is read once before anything is written, so a bad
 file fails here, naming it, and the preset states how many documents it holds.
 
+Both go into the workspace (crisp_pl.workspace: `crisp init` makes one), never into the tool's own
+folders: with none, the command refuses and says how to make one.
+
 With `--study`, studies/NAME.yaml runs the task against the generalist (uniform), specialist-only,
 CRISP and CRISP+FT over three seeds at every scale (tiny: the built-in tiny pool).
 """
@@ -17,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from crisp_pl.config import TASKS_DIR, ConfigError, SourceConfig
+from crisp_pl import workspace
+from crisp_pl.config import ConfigError, SourceConfig
 from crisp_pl.corpus.readers import read_source
-from crisp_pl.study import STUDIES_DIR
 
 FRACTIONS = {"train_fraction": 0.5, "validation_fraction": 0.1, "test_fraction": 0.4}
 
@@ -36,10 +39,12 @@ def guess_kind(path: Path) -> str:
 
 
 def new_task(name: str, source: str, kind: str | None = None, text_field: str = "text", id_field: str | None = None,
-             study: bool = False, force: bool = False, tasks_dir: Path = TASKS_DIR, studies_dir: Path = STUDIES_DIR) -> list[Path]:
-    """Write configs/tasks/NAME.yaml (and studies/NAME.yaml); returns the files written."""
+             study: bool = False, force: bool = False, folder: Path | None = None) -> list[Path]:
+    """Write configs/tasks/NAME.yaml (and studies/NAME.yaml) into the workspace `folder` (default: the
+    active one, crisp_pl.workspace.required); returns the files written."""
     if not name.isidentifier():
         raise ConfigError(f"task name {name!r}: use letters, digits and underscores (it names metrics: test/NAME/ppl)")
+    folder = folder or workspace.required()  # before reading anything: where the files would go
     path = Path(source).expanduser().resolve()
     kind = kind or guess_kind(path)
     pattern = str(path)  # a folder stands for the files of its kind under it
@@ -48,9 +53,9 @@ def new_task(name: str, source: str, kind: str | None = None, text_field: str = 
     if documents < 10:
         raise ConfigError(f"{pattern}: {documents} documents; a task needs at least 10 to split into train, validation and test")
     written = []
-    outputs = [(tasks_dir / f"{name}.yaml", _preset(name, spec, documents, source))]
+    outputs = [(folder / "configs" / "tasks" / f"{name}.yaml", _preset(name, spec, documents, source))]
     if study:
-        outputs.append((studies_dir / f"{name}.yaml", _study(name)))
+        outputs.append((folder / "studies" / f"{name}.yaml", _study(name)))
     for out, text in outputs:
         if out.exists() and not force:
             raise ConfigError(f"{out} exists; pass --force to replace it")

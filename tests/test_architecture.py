@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lowest first. A module may import modules of its own layer or of any layer below it.
 LAYERS = [
-    ["crisp_pl.config"],
+    ["crisp_pl.config", "crisp_pl.workspace"],
     ["crisp_pl.cache", "crisp_pl.progress", "crisp_pl.distributed", "crisp_pl.seeds", "crisp_pl.costs", "crisp_pl.repetition", "crisp_pl.sampling", "crisp_pl.corpus", "analysis"],
     ["crisp_pl.embed", "crisp_pl.embedders", "crisp_pl.cluster", "crisp_pl.coverage", "crisp_pl.model"],
     ["crisp_pl.training", "crisp_pl.evaluate"],

@@ -1,7 +1,8 @@
 import pytest
 
 from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, parse_set, stable_hash, to_dict
-from crisp_pl.study import CONFIGS_DIR, STUDIES_DIR, list_studies, load_study, points
+from crisp_pl import workspace
+from crisp_pl.study import list_studies, load_study, points
 
 
 def test_defaults_are_the_papers():
@@ -52,7 +53,7 @@ def test_hash_is_stable_and_sensitive():
 
 
 def test_every_shipped_config_and_study_loads():
-    for path in sorted(CONFIGS_DIR.rglob("*.yaml")):
+    for path in sorted(workspace.builtin("configs").rglob("*.yaml")):
         build_run_config(load_yaml(path), where=str(path))
     studies = list_studies()
     assert {s.name for s in studies} >= {"quickstart"}
@@ -80,7 +81,7 @@ def test_unknown_study_and_scale(tmp_path):
     bad.write_text("name: s\ngrdi: {}\n")
     with pytest.raises(ConfigError, match="s.yaml: unknown key 'grdi'"):
         load_study(str(bad))
-    assert STUDIES_DIR.is_dir()
+    assert workspace.builtin("studies").is_dir()
 
 
 def test_a_scale_gives_grid_keys_its_own_values(tmp_path):

@@ -379,10 +379,11 @@ def test_default_sources_cover_every_builtin():
 
 
 def test_task_presets_resolve_and_the_multitask_set_mixes_its_tasks():
-    from crisp_pl.config import TASKS_DIR, build_run_config
+    from crisp_pl import workspace
+    from crisp_pl.config import build_run_config
     from crisp_pl.corpus.tasks import load_task_documents
 
-    for preset in sorted(p.stem for p in TASKS_DIR.glob("*.yaml")):
+    for preset in sorted(p.stem for p in (workspace.builtin("configs") / "tasks").glob("*.yaml")):
         assert build_run_config({"task": preset}).task.name == preset
     sources = [{"name": n, "max_docs": 300} for n in ("medical", "python_docs", "bbc_news")] + [{"name": "wiki", "max_docs": 600}]
     cfg = build_run_config({"task": "multitask", "corpus": {"sources": sources}})

@@ -16,7 +16,8 @@ import pytest
 
 from crisp_pl.config import load_yaml
 from crisp_pl.stages.training import TrainRecord
-from crisp_pl.study import CONFIGS_DIR, StudyRunner, load_study
+from crisp_pl import workspace
+from crisp_pl.study import StudyRunner, load_study
 from crisp_pl.ui import free_port
 from tests.test_study import write_study
 
@@ -47,7 +48,7 @@ DDP = ["train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
 @pytest.mark.slow
 @pytest.mark.parametrize("scale", ["small", "paper"])
 def test_a_gpu_scale_runs_end_to_end_on_cpu_in_two_ddp_processes(scale, tmp_path):
-    shape = load_yaml(CONFIGS_DIR / "scales" / f"{scale}.yaml")
+    shape = load_yaml(workspace.builtin("configs") / "scales" / f"{scale}.yaml")
     study_file = write_study(tmp_path, STUDY)
     sets = [f"results_dir={tmp_path / 'results'}", *SHRINK, *PER_SCALE[scale], *DDP]
     command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", f"--master_port={free_port()}",

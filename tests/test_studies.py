@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from crisp_pl.study import STUDIES_DIR, StudyRunner, load_study, points
+from crisp_pl import workspace
+from crisp_pl.study import StudyRunner, load_study, points
 
 SOURCES = ("[{name: medical, max_docs: 120}, {name: wiki, max_docs: 120}, {name: python_docs, max_docs: 160}, "
            "{name: python_stdlib, max_docs: 6}, {name: bbc_news, max_docs: 30}]")
@@ -22,7 +23,7 @@ SHRINK = [
 
 @pytest.mark.slow
 # central_claim runs at its own (small) size in tests/test_claim.py
-@pytest.mark.parametrize("name", sorted(p.stem for p in STUDIES_DIR.glob("*.yaml") if p.stem != "central_claim"))
+@pytest.mark.parametrize("name", sorted(p.stem for p in workspace.builtin("studies").glob("*.yaml") if p.stem != "central_claim"))
 def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path):
     from analysis.figures import draw_study
 

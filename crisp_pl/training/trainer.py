@@ -49,6 +49,9 @@ class QuietLightning(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(QuietLightning())
 # a deprecation inside Lightning itself, on every fit
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# on every resume: the sampler restarts at the restored step's sample by itself (crisp_pl.sampling.GroupSampler),
+# so a mid-epoch checkpoint resumes the exact stream (tests/test_data.py) without a resumable dataloader
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended")
 
 
 class ValidationCurve(Callback):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from crisp_pl import workspace
 from crisp_pl.config import load_yaml
 from crisp_pl.stages.training import TrainRecord
-from crisp_pl import workspace
 from crisp_pl.study import StudyRunner, load_study
 from crisp_pl.ui import free_port
 from tests.test_study import write_study

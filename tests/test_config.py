@@ -1,7 +1,7 @@
 import pytest
 
-from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, parse_set, stable_hash, to_dict
 from crisp_pl import workspace
+from crisp_pl.config import ConfigError, RunConfig, build_run_config, load_yaml, parse_set, stable_hash, to_dict
 from crisp_pl.study import list_studies, load_study, points
 
 

@@ -47,5 +47,5 @@ def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path):
     if study.config.get("eval", {}).get("tasks"):
         assert {"transfer.png", "transfer.md"} <= names
     for figure in study.figures:
-        stem = "sweep-" + figure["x"].replace("/", "_").replace(".", "_")
+        stem = "sweep-" + figure["x"].replace("/", "_").replace(".", "_") + (f"-{figure['tasks']}_tasks" if figure.get("tasks", 1) > 1 else "")
         assert {f"{stem}.png", f"{stem}.pdf", f"{stem}.md"} <= names, figure

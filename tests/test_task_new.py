@@ -41,6 +41,7 @@ def test_a_folder_of_text_files_becomes_a_task_and_a_study_that_runs(folder, tmp
     assert "exists; pass --force" in capsys.readouterr().err
     study = load_study(name)
     assert len(points(study, "tiny", with_seeds=True)) == 12  # 4 methods x 3 seeds
+    assert {study.variants[v]["selection.crisp.max_repeats"] for v in ("crisp", "crisp+ft")} == {4}  # new studies plan CRISP's draw
     shrink = ["corpus.sources=[{name: wiki, max_docs: 150}, {name: medical, max_docs: 60}]", "corpus.window_length=64",
               "corpus.bpe_vocab_size=512", "embed.max_seq_length=32", "cluster.levels=[2,4]", "model.size=micro",
               "train.max_steps=2", "train.batch_size=2", "train.warmup_steps=0", "finetune.max_steps=2",

@@ -107,7 +107,7 @@ def test_micro_study_runs_logs_draws_and_reruns_for_free(study_file, tmp_path, c
     before = cache_snapshot(results)
     assert main(["coverage", str(study_file), "--set", f"results_dir={results}"]) == 0
     report = capsys.readouterr().out
-    assert report.count("the pool ") == 1 and "medical (train share 1" in report  # one specialist set: one verdict
+    assert report.count("\n  the pool ") == 1 and "medical (train share 1" in report  # one specialist set: one verdict
     assert cache_snapshot(results) == before  # the study's own stages: nothing recomputed
 
     # what a browser sees, through the UI's REST API; the venv's bin is not on PATH (a user who did not activate it)

@@ -94,6 +94,9 @@ def test_the_installed_package_works_from_workspaces_outside_the_clone(installed
         planned = crisp(python, "study", "plan", study, cwd=first)
         assert planned.returncode == 0, planned.stderr
         assert f"{count} of {count} points to compute" in planned.stdout
+    status = crisp(python, "study", "status", "mine", cwd=first)
+    pending = [line for line in status.stdout.splitlines() if line.startswith("pending")]
+    assert status.returncode == 0 and len(pending) == 12, status.stdout + status.stderr  # every point known, none run
     shown = crisp(python, "study", "show", "quickstart", cwd=first)
     assert f"results_dir: {first / 'results'}" in shown.stdout  # a workspace's studies write into its results/
     mine = next(line for line in crisp(python, "study", "list", cwd=first).stdout.splitlines() if line.startswith("mine"))

@@ -98,9 +98,8 @@ class SelectionCost:
 def selection_cost(cfg: RunConfig, prepared: Prepared, selection: CacheEntry, info: dict) -> SelectionCost:
     """The FLOPs and seconds of the data stages the method uses and of the selection itself."""
     method = get_method(cfg.selection.method)
-    pool_flops = task_flops = 0.0
+    pool_flops, task_flops = 0.0, float(info.get("aux_flops", 0.0))
     pool_stages, task_stages = [], [selection]
-    task_flops += float(info.get("aux_flops", 0.0))
     if method.needs_embeddings:
         chunks = 1.0 if cfg.embed.long_window == "truncate" else 5.0  # mean_chunks: ~5 chunks per 1024-token window
         pool_flops += embedding_flops(len(prepared.stores.pool), cfg.embed, chunks)

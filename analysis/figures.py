@@ -365,8 +365,8 @@ def across_tasks(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-BY_METHOD = ("variant", "method", "selection.method")
-SHARED_COST = {"cost/total_flops": "flops", "cost/total_hours": "hours"}  # total-cost axes a figure may split over K tasks  # series whose lines are methods: drawn in the methods' colours
+BY_METHOD = ("variant", "method", "selection.method")  # series whose lines are methods: drawn in the methods' colours
+SHARED_COST = {"cost/total_flops": "flops", "cost/total_hours": "hours"}  # total-cost axes a figure may split over K tasks
 
 
 def sweep_figure(runs: pd.DataFrame, spec: dict, folder: Path) -> list[Path]:

@@ -267,12 +267,15 @@ def _study(args) -> int:
 
 
 def _plan(runner) -> int:
-    from crisp_pl.plan import flops_per_second, plan_point
+    from crisp_pl.plan import flops_per_second, is_built, plan_point, pool_stages
 
     rate = flops_per_second(runner.cache)
     done = {row["point"] for row in runner.status() if row["state"] == "done"}
     total_flops, computing = 0.0, 0
+    shared: dict[tuple[str, str], list] = {}  # (stage, key) -> [entry, points reading it]
     for i, point in enumerate(runner.points, 1):
+        for stage, entry in pool_stages(point.config, runner.cache.root):
+            shared.setdefault((stage, entry.key), [entry, 0])[1] += 1
         plan = plan_point(point.name, point.config, runner.cache.root, point.name in done)
         if plan.done:
             state = "done (finished in MLflow)"
@@ -290,6 +293,10 @@ def _plan(runner) -> int:
     print(f"\n{computing} of {len(runner.points)} points to compute: training at most {total_flops:.3g} FLOPs{hours} "
           f"(points that will share a model not built yet, e.g. one generalist for several tasks, each count it); "
           f"selection stages (SBERT, k-means, auxiliary LMs) not counted")
+    print("\ntask-independent stages (cost/pool_*), each built once and shared by the points that read it:")
+    for (stage, key), (entry, readers) in shared.items():
+        state = "cached" if is_built(entry) else "to build"
+        print(f"  {stage:<16} {key}  {state:<8}  read by {readers} of {len(runner.points)} points", flush=True)
     return 0
 
 

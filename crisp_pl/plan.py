@@ -10,6 +10,10 @@ device: 6N + 12·layers·width·length, N the parameters but the position embedd
 turns them into hours at the rate the cache's finished training stages reached on this machine (their
 FLOPs over their seconds), or prints no hours when nothing has trained yet. Selection costs (SBERT,
 k-means, auxiliary LMs) are left out: they are shared, and small beside training at the paper's scales.
+
+The task-independent stages (the tokenizer, the pool's windows, embeddings, tree and labels: what
+`cost/pool_*` counts) are listed once for the study, by key, with the points that read each: one
+pool's stages are built once and shared by every point (and every study) with that pool.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from crisp_pl.cache import CacheEntry, StageCache
-from crisp_pl.config import RunConfig
+from crisp_pl.cache import CacheEntry, StageCache, intact
+from crisp_pl.config import RunConfig, stable_hash
 from crisp_pl.corpus.tokenizer import VOCAB_SIZE as GPT2_VOCAB
 from crisp_pl.model.gpt import GPT, GPTConfig, padded_vocab_size
 from crisp_pl.training.batch import batch_plan, world_size
@@ -43,6 +47,38 @@ class _LookupOnly(StageCache):
             raise _WouldBuild(stage)
         self.reused.append(stage)
         return entry
+
+
+class _KeysOnly(StageCache):
+    """Answers every stage with its key and folder, built or not, and builds nothing: the keys of a chain
+    of stages whose inputs are configs and upstream keys follow from the config alone."""
+
+    def run(self, stage, inputs, build, collective: bool = False) -> CacheEntry:
+        key = stable_hash(inputs)
+        return CacheEntry(stage, key, self.path(stage, key))
+
+
+def pool_stages(cfg: RunConfig, cache_root) -> list[tuple[str, CacheEntry]]:
+    """The task-independent stages a point reads, built or not: the tokenizer and the pool's windows for
+    every method, the pool's embeddings for a method that embeds, its tree and labels for one that clusters."""
+    from crisp_pl.selection import get_method
+    from crisp_pl.stages.data import embeddings_stage, labels_stage, pool_stage, tokenizer_stage, tree_stage
+
+    cache, method = _KeysOnly(cache_root), get_method(cfg.selection.method)
+    tokenizer = tokenizer_stage(cache, cfg)
+    pool = pool_stage(cache, cfg, tokenizer)
+    stages = [("tokenizer", tokenizer), ("pool", pool)]
+    if method.needs_embeddings or method.needs_clusters:
+        embedded = embeddings_stage(cache, cfg, pool, "pool", pool)
+        stages.append(("pool embeddings", embedded))
+        if method.needs_clusters:
+            tree = tree_stage(cache, cfg, embedded)
+            stages += [("tree", tree), ("pool labels", labels_stage(cache, tree, embedded))]
+    return stages
+
+
+def is_built(entry: CacheEntry) -> bool:
+    return entry.path.is_dir() and intact(entry.path)
 
 
 @dataclass

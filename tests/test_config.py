@@ -58,7 +58,7 @@ def test_every_shipped_config_and_study_loads():
     studies = list_studies()
     assert {s.name for s in studies} >= {"quickstart"}
     for study in studies:
-        for scale in ("tiny", "small", "paper"):
+        for scale in ("tiny", "cpu", "small", "paper"):
             assert points(study, scale)
 
 

@@ -26,9 +26,9 @@ catch-all clusters; a domain with its own documents in the pool sits near ratio 
     nearest_ratio <  0.70 or  general mass >  max(0.5, 2 x its pool share) -> little close to the domain
     otherwise                                                      -> partly covered
 
-Nearest neighbours are exact (faiss, inner product on unit rows) against the whole pool up to
-`REFERENCE_CAP` windows, beyond which both sides search the same seeded sample of the pool, so the
-two medians stay comparable.
+Nearest neighbours are exact (inner product on unit rows: faiss, or torch where faiss is not installed,
+as on a GPU machine without it) against the whole pool up to `REFERENCE_CAP` windows, beyond which both
+sides search the same seeded sample of the pool, so the two medians stay comparable.
 """
 
 from __future__ import annotations
@@ -64,14 +64,34 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _nearest(reference: np.ndarray, queries: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """(Q,) the largest cosine of each query to a reference row (not its own row `exclude[q]`)."""
-    import faiss
-
-    index = faiss.IndexFlatIP(reference.shape[1])
-    index.add(reference)
-    scores, ids = index.search(queries, 2 if exclude is not None else 1)
+    k = 2 if exclude is not None else 1
+    try:
+        import faiss
+    except ImportError:
+        scores, ids = _search_torch(reference, queries, k)
+    else:
+        index = faiss.IndexFlatIP(reference.shape[1])
+        index.add(reference)
+        scores, ids = index.search(queries, k)
     if exclude is None:
         return scores[:, 0]
     return np.where(ids[:, 0] == exclude, scores[:, 1], scores[:, 0])
+
+
+def _search_torch(reference: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss.IndexFlatIP's exact search as matmuls, on the GPU when torch sees one: (Q, k) scores and ids."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ref = torch.from_numpy(np.ascontiguousarray(reference, np.float32)).to(device)
+    step = max(1, 2**24 // max(len(ref), 1))  # query rows per product: its (rows, reference) block stays <= 64 MB
+    scores, ids = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]  # no queries: empty, as faiss
+    for s in range(0, len(queries), step):
+        block = torch.from_numpy(np.ascontiguousarray(queries[s : s + step], np.float32)).to(device)
+        top = (block @ ref.T).topk(min(k, len(ref)), dim=1)
+        scores.append(top.values.cpu().numpy())
+        ids.append(top.indices.cpu().numpy())
+    return np.concatenate(scores), np.concatenate(ids)
 
 
 def _centroid_cosine(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -69,3 +69,22 @@ def test_expected_repetition_matches_simulated_draws():
         simulated.append(draws / distinct)
     assert expected_repetition(sizes, weights, draws) == pytest.approx(np.mean(simulated), rel=0.02)
     assert expected_repetition(np.array([10**6]), np.array([1.0]), 10) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_torch_search_finds_what_faiss_finds():
+    """The GPU machine has no faiss: there the nearest neighbours come from `_search_torch`, the same exact search."""
+    import faiss
+
+    from crisp_pl.coverage import _search_torch
+
+    rng = np.random.default_rng(3)
+    reference = rng.standard_normal((3000, 48)).astype(np.float32)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    queries = np.concatenate([reference[:100], rng.standard_normal((200, 48)).astype(np.float32)])
+    index = faiss.IndexFlatIP(48)
+    index.add(reference)
+    want_scores, want_ids = index.search(queries, 2)
+    scores, ids = _search_torch(reference, queries, 2)
+    assert (ids == want_ids).all()
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    assert _search_torch(reference, queries[:0], 2)[0].shape == (0, 2)

@@ -5,6 +5,11 @@ faiss-CPU over torch ratio of total fit time on the same data. On a GPU machine:
 
     python benchmarks/cluster_scale.py --n 1000000 --levels 64,1024,16384
 
+The GPU check's tree (scripts/gpu_check.py): 64 -> 4,096 -> 262,144 leaves over 10M vectors, the batched level
+fit first, then the per-parent one, each with its assignment and squared error per vector:
+
+    python benchmarks/cluster_scale.py --n 10000000 --levels 64,4096,262144 --fits per_parent,batched
+
 CPU smoke check, and the per-parent against the batched level fit:
 
     python benchmarks/cluster_scale.py --n 20000 --levels 8,64
@@ -33,8 +38,11 @@ def peak_rss_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-def make_data(n: int, d: int, kind: str, seed: int = 0) -> np.ndarray:
-    """(n, d) unit-norm fp16 rows: isotropic noise (`random`) or 4096 Gaussian blobs (`blobs`)."""
+def make_data(n: int, d: int, kind: str, seed: int = 0, device: str = "cpu") -> np.ndarray:
+    """(n, d) unit-norm fp16 rows: isotropic noise (`random`) or 4096 Gaussian blobs (`blobs`), drawn by numpy,
+    or by torch on `device` when that is a GPU (10M rows there take seconds; numpy on one core, minutes)."""
+    if device != "cpu":
+        return _make_data_torch(n, d, kind, seed, device)
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(4096, d)).astype(np.float32)
     out = np.empty((n, d), dtype=np.float16)
@@ -47,7 +55,39 @@ def make_data(n: int, d: int, kind: str, seed: int = 0) -> np.ndarray:
     return out
 
 
-def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict, fit: str = "per_parent") -> float:
+def _make_data_torch(n: int, d: int, kind: str, seed: int, device: str) -> np.ndarray:
+    import torch
+
+    gen = torch.Generator(device).manual_seed(seed)
+    centers = torch.randn(4096, d, generator=gen, device=device)
+    out = np.empty((n, d), dtype=np.float16)
+    for s in range(0, n, 1 << 20):
+        m = min(n, s + (1 << 20)) - s
+        x = torch.randn(m, d, generator=gen, device=device)
+        if kind == "blobs":
+            x = centers[torch.randint(len(centers), (m,), generator=gen, device=device)] + 0.3 * x
+        out[s : s + m] = torch.nn.functional.normalize(x, dim=1).half().cpu().numpy()
+    return out
+
+
+def leaf_sse(x: np.ndarray, leaves: np.ndarray, labels: np.ndarray, device: str = "cpu") -> float:
+    """Sum over rows of the squared distance to their leaf centroid (chunked; on `device` when a GPU)."""
+    if device == "cpu":
+        return float(sum(((x[s : s + 65536].astype(np.float32) - leaves[labels[s : s + 65536]]) ** 2).sum()
+                         for s in range(0, len(x), 65536)))
+    import torch
+
+    centroids = torch.from_numpy(leaves).to(device, torch.float32)
+    total = 0.0
+    for s in range(0, len(x), 1 << 20):
+        rows = torch.from_numpy(x[s : s + (1 << 20)]).to(device, torch.float32)
+        near = centroids[torch.from_numpy(labels[s : s + (1 << 20)]).to(device)]
+        total += float(((rows - near) ** 2).sum(dtype=torch.float64))
+    return total
+
+
+def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict, fit: str = "per_parent",
+        device: str = "cpu") -> float:
     """Fit + assign with one backend and level fit; prints its figures (and the leaves' squared error) and
     returns the total fit seconds."""
     from crisp_pl.cluster import ClusterTree, resolve_backend
@@ -63,8 +103,7 @@ def run(x: np.ndarray, levels: list[int], backend: str, niter: int, base: dict, 
     labels = tree.assign(x)
     seconds = time.perf_counter() - start
     agree = float((labels == tree.labels_).all(1).mean())
-    leaves = tree.centroids[-1][labels[:, -1]]
-    sse = float(sum(((x[s : s + 65536].astype(np.float32) - leaves[s : s + 65536]) ** 2).sum() for s in range(0, len(x), 65536)))
+    sse = leaf_sse(x, np.asarray(tree.centroids[-1], np.float32), labels[:, -1], device)
     record("cluster_scale", dict(base, backend=resolved, figure="assign", levels=levels, seconds=round(seconds, 3),
                                  vectors_per_s=round(len(x) / seconds, 1), same_as_fit=agree, leaf_sse_per_vector=round(sse / len(x), 5)))
     record("cluster_scale", dict(base, backend=resolved, figure="tree_total", levels=levels, seconds=round(sum(tree.fit_seconds_), 3),
@@ -99,6 +138,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
     parser.add_argument("--no-compare", action="store_true", help="skip the faiss-CPU vs torch comparison")
     parser.add_argument("--fits", default="per_parent", help="level fits to run, comma separated: per_parent,batched")
+    parser.add_argument("--data-device", default="auto", help="where the data and the squared error are computed "
+                                                                  "(auto: cuda when torch sees it, else cpu)")
     parser.add_argument("--flat-niter", type=int, default=0, help="also faiss's flat k-means at the leaf count, this many iterations")
     args = parser.parse_args()
 
@@ -107,22 +148,25 @@ def main() -> None:
     from crisp_pl.cluster import _faiss_gpus, resolve_backend
 
     levels = [int(k) for k in args.levels.split(",")]
-    x = make_data(args.n, args.d, args.data)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.data_device == "auto" else args.data_device
+    started = time.perf_counter()
+    x = make_data(args.n, args.d, args.data, device=device)
+    print(f"data: {args.n:,} x {args.d} {args.data} vectors on {device} in {time.perf_counter() - started:.1f} s", flush=True)
     base = {"torch_device": "cuda" if torch.cuda.is_available() else "cpu", "n": args.n, "d": args.d, "data": args.data,
-            "niter": args.niter, "threads": torch.get_num_threads()}
+            "niter": args.niter, "threads": torch.get_num_threads(), "data_device": device}
 
     main_backend = resolve_backend(args.backend)
     fits = args.fits.split(",")
     for fit in fits[1:]:  # the other level fits first, same data and backend: the ratio to the first is theirs
-        other = run(x, levels, args.backend, args.niter, base, fit)
-        first = run(x, levels, args.backend, args.niter, base, fits[0])
+        other = run(x, levels, args.backend, args.niter, base, fit, device)
+        first = run(x, levels, args.backend, args.niter, base, fits[0], device)
         record("cluster_scale", dict(base, figure=f"ratio_{fits[0]}_over_{fit}", levels=levels, ratio=round(first / other, 2)))
     if len(fits) > 1:
         return
-    seconds = {main_backend: run(x, levels, args.backend, args.niter, base)}
+    seconds = {main_backend: run(x, levels, args.backend, args.niter, base, device=device)}
     if not args.no_compare and _faiss_gpus() == 0:  # faiss on CPU only: compare it with torch
         other = "torch" if main_backend == "faiss" else "faiss"
-        seconds[resolve_backend(other)] = run(x, levels, other, args.niter, base)
+        seconds[resolve_backend(other)] = run(x, levels, other, args.niter, base, device=device)
         record("cluster_scale", dict(base, figure="ratio_faiss_cpu_over_torch", levels=levels,
                                      faiss_seconds=round(seconds["faiss"], 3), torch_seconds=round(seconds["torch"], 3),
                                      ratio=round(seconds["faiss"] / seconds["torch"], 2)))

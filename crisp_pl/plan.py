@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from crisp_pl.cache import CacheEntry, StageCache, intact
+from crisp_pl.cache import CacheEntry, StageCache
 from crisp_pl.config import RunConfig, stable_hash
 from crisp_pl.corpus.tokenizer import VOCAB_SIZE as GPT2_VOCAB
 from crisp_pl.model.gpt import GPT, GPTConfig, padded_vocab_size
@@ -75,10 +75,6 @@ def pool_stages(cfg: RunConfig, cache_root) -> list[tuple[str, CacheEntry]]:
             tree = tree_stage(cache, cfg, embedded)
             stages += [("tree", tree), ("pool labels", labels_stage(cache, tree, embedded))]
     return stages
-
-
-def is_built(entry: CacheEntry) -> bool:
-    return entry.path.is_dir() and intact(entry.path)
 
 
 @dataclass

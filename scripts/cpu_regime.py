@@ -15,9 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-from crisp_pl.cache import StageCache
+from crisp_pl.cache import StageCache, is_finished
 from crisp_pl.corpus.windows import WindowStore
-from crisp_pl.plan import is_built, pool_stages
+from crisp_pl.plan import pool_stages
 from crisp_pl.sampling import Groups
 from crisp_pl.study import load_study, points
 
@@ -33,7 +33,7 @@ def pool_windows(cache_root: str) -> dict[str, int]:
     for name in PROGRAMME:
         for point in points(load_study(name), "cpu"):
             pool = dict(pool_stages(point.config, cache_root))["pool"]
-            if point.config.corpus.pool_fraction == 1 and is_built(pool):
+            if point.config.corpus.pool_fraction == 1 and is_finished(pool.path):
                 found[pool.key] = len(WindowStore(pool.path / "pool"))
     return found
 

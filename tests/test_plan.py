@@ -3,9 +3,9 @@ building anything, and its training FLOPs from the config alone."""
 
 import pytest
 
-from crisp_pl.cache import StageCache
+from crisp_pl.cache import StageCache, is_finished
 from crisp_pl.config import build_run_config, to_dict
-from crisp_pl.plan import flops_per_second, is_built, plan_point, pool_stages
+from crisp_pl.plan import flops_per_second, plan_point, pool_stages
 from crisp_pl.stages import run_point
 
 
@@ -28,8 +28,8 @@ def test_the_pool_stages_are_known_by_key_before_they_exist_and_are_the_keys_a_r
     stages = pool_stages(crisp, f"{crisp.results_dir}/cache")
     assert [name for name, _ in stages] == ["tokenizer", "pool", "pool embeddings", "tree", "pool labels"]
     used = [tiny_prepared.keys[k] for k in ("tokenizer", "pool", "pool_embeddings", "tree", "pool_labels")]
-    assert [entry.key for _, entry in stages] == used and all(is_built(entry) for _, entry in stages)
+    assert [entry.key for _, entry in stages] == used and all(is_finished(entry.path) for _, entry in stages)
     uniform = build_run_config(to_dict(crisp), {"selection": {"method": "uniform"}})
     assert [name for name, _ in pool_stages(uniform, tmp_path)] == ["tokenizer", "pool"]  # reads no embedding
     elsewhere = pool_stages(crisp, tmp_path)  # an empty cache: the same keys, none built, nothing written
-    assert [e.key for _, e in elsewhere] == used and not any(is_built(e) for _, e in elsewhere) and not any(tmp_path.iterdir())
+    assert [e.key for _, e in elsewhere] == used and not any(is_finished(e.path) for _, e in elsewhere) and not any(tmp_path.iterdir())

@@ -26,13 +26,18 @@ def _draws(cfg) -> int:
     return planned_draws(cfg.train, cfg.corpus.window_length)
 
 
-def test_the_cpu_pool_is_every_package_index_source_whole():
-    for name in PROGRAMME:
-        for point in points(load_study(name), "cpu"):
-            corpus = point.config.corpus
-            assert corpus.max_chars_per_doc is None and corpus.max_docs_per_source is None, name
-            assert all(source.max_docs is None for source in corpus.sources), name
-            assert {s.name for s in corpus.sources} == set(BUILTIN_SOURCES) - set(MCQ_SETS) - DEBIAN, name
+@pytest.fixture(scope="module")
+def programme() -> list[tuple[str, object]]:
+    """(study name, point) of every group of the programme's studies at the cpu scale, resolved once."""
+    return [(name, point) for name in PROGRAMME for point in points(load_study(name), "cpu")]
+
+
+def test_the_cpu_pool_is_every_package_index_source_whole(programme):
+    for name, point in programme:
+        corpus = point.config.corpus
+        assert corpus.max_chars_per_doc is None and corpus.max_docs_per_source is None, name
+        assert all(source.max_docs is None for source in corpus.sources), name
+        assert {s.name for s in corpus.sources} == set(BUILTIN_SOURCES) - set(MCQ_SETS) - DEBIAN, name
 
 
 def test_uniform_barely_repeats_and_crisp_at_64_clusters_stays_under_4_draws_a_window():
@@ -53,14 +58,13 @@ def test_uniform_barely_repeats_and_crisp_at_64_clusters_stays_under_4_draws_a_w
     assert max_draws_per_window(sizes, weights, _draws(crisp)) <= 4.0
 
 
-def test_every_full_pool_of_the_programme_is_20_times_what_its_models_draw():
+def test_every_full_pool_of_the_programme_is_20_times_what_its_models_draw(programme):
     checked = 0
-    for name in PROGRAMME:
-        for point in points(load_study(name), "cpu", with_seeds=False):
-            cfg = point.config
-            pool = dict(pool_stages(cfg, "unused"))["pool"]
-            if cfg.corpus.pool_fraction < 1 or pool.key not in REGIME["pools"]:
-                continue  # generalist_size shrinks the pool on purpose; a pool not yet built has no count
-            assert REGIME["pools"][pool.key] >= 20 * _draws(cfg), f"{name} {point.name}"  # fine-tuning draws the task's windows
-            checked += 1
+    for name, point in programme:
+        cfg = point.config
+        pool = dict(pool_stages(cfg, "unused"))["pool"]
+        if cfg.corpus.pool_fraction < 1 or pool.key not in REGIME["pools"]:
+            continue  # generalist_size shrinks the pool on purpose; a pool not yet built has no count
+        assert REGIME["pools"][pool.key] >= 20 * _draws(cfg), f"{name} {point.name}"  # fine-tuning draws the task's windows
+        checked += 1
     assert checked >= 40  # the quickstart's pool serves most of the programme

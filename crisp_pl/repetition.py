@@ -89,6 +89,8 @@ def cap_weights(target: np.ndarray, sizes: np.ndarray, draws: int, max_repeats: 
         p_from = np.cumsum(p[order][::-1])[::-1]  # target mass of the groups from k on
         lam = (1.0 - caps_before) / p_from  # lambda if exactly the first k groups are capped
         k = int(np.argmax(lam <= ratio))  # the first k consistent with its own lambda
+        if k == 0:  # no cap binds: the target itself, to the bit (it draws what uncapped CRISP draws)
+            return Capped(p.copy(), 0, 0.0, False)
         q[order[:k]] = cap[order[:k]]
         q[order[k:]] = lam[k] * p[order[k:]]
         capped = k

@@ -15,6 +15,7 @@ This module imports no Lightning: selection methods and training both stand on i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,13 @@ class Groups:
         counts = np.bincount(labels, minlength=len(weights))
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return cls(store, offsets, members, weights, info or {})
+
+    def digest(self) -> str:
+        """A hash of what draws from these groups read: the store, the members and the weights (not `info`)."""
+        h = hashlib.sha256(self.store.encode())
+        for array in (self.offsets, self.members, self.weights):
+            h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()[:16]
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

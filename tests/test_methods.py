@@ -97,3 +97,21 @@ def test_an_unknown_method_is_a_config_error_at_plan_time(tmp_path):
     study.write_text("name: typo\ngrid:\n  selection.method: [crips]\n")
     with pytest.raises(ConfigError, match="selection.method must be one of .*got 'crips'"):
         points(load_study(str(study)))
+
+
+def test_a_model_is_keyed_by_its_draws_so_a_cap_that_does_not_bind_trains_no_second_model(tiny_config, tiny_prepared):
+    from crisp_pl.stages.training import draw_inputs, train_stage
+
+    cache = StageCache(f"{tiny_config.results_dir}/cache")
+
+    def config(settings, **train):  # the cap plans against the point's draws: 0.1 binds at the fixture's steps
+        return build_run_config(to_dict(tiny_config), {"selection": {"method": "crisp", **settings}, "train": train})
+
+    uncapped, loose = (config(s, max_steps=2) for s in ({}, {"crisp": {"max_repeats": 1e6}}))
+    tight = config({"crisp": {"max_repeats": 0.1}})
+    selections = [selection_stage(cache, cfg, tiny_prepared) for cfg in (uncapped, loose, tight)]
+    assert len({s.key for s in selections}) == 3  # three selections, planned differently
+    draws = [draw_inputs(s, tiny_prepared) for s in selections]
+    assert draws[0] == draws[1] != draws[2]  # the loose cap draws what CRISP draws; the tight one does not
+    model = train_stage(cache, uncapped, tiny_prepared, selections[0])
+    assert train_stage(cache, loose, tiny_prepared, selections[1]).path == model.path

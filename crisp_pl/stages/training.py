@@ -32,7 +32,7 @@ from crisp_pl.config import ConfigError, RunConfig, TrainConfig, stable_hash, to
 from crisp_pl.distributed import is_worker
 from crisp_pl.model.checkpoint import load_gpt
 from crisp_pl.model.gpt import GPT, GPTConfig, padded_vocab_size
-from crisp_pl.sampling import Groups
+from crisp_pl.sampling import MIXED_STORE, Groups
 from crisp_pl.stages.data import Prepared, heldout_windows, specialist_subset, subset_inputs
 from crisp_pl.training.batch import batch_plan
 from crisp_pl.training.datamodule import SelectionDataModule
@@ -124,12 +124,21 @@ def _gpt_config(cfg: RunConfig, prepared: Prepared) -> GPTConfig:
                                vocab_size=padded_vocab_size(prepared.tokenizer.vocab_size))  # the tokenizer's ids
 
 
+def draw_inputs(selection: CacheEntry, prepared: Prepared) -> dict:
+    """What a model is trained on: the selection's groups (windows and weights) and the stores they index,
+    not the settings that planned them, so two selections that plan the same draws (capped CRISP where no
+    cap binds) train one model."""
+    groups = Groups.load(selection.path)
+    stores = {"pool": ["pool"], "train": ["task"], MIXED_STORE: ["pool", "task"]}[groups.store]
+    return {"groups": groups.digest(), **{store: prepared.keys[store] for store in stores}}
+
+
 def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection: CacheEntry, logger=None,
                 base: CacheEntry | None = None, callbacks=()) -> CacheEntry:
     """Train a GPT on windows drawn from the selection's groups: a fresh one, or the `base` model's
     weights continued (with a fresh optimizer and `train`'s re-warm and schedule). `callbacks`: more
     Lightning callbacks (a search's pruning)."""
-    inputs = {"selection": selection.key, "model": to_dict(cfg.model), "window_length": cfg.corpus.window_length,
+    inputs = {"draws": draw_inputs(selection, prepared), "model": to_dict(cfg.model), "window_length": cfg.corpus.window_length,
               "train": _train_inputs(cfg.train)}
     if base is not None:
         inputs["base"] = base.key

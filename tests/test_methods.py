@@ -111,7 +111,7 @@ def test_a_model_is_keyed_by_its_draws_so_a_cap_that_does_not_bind_trains_no_sec
     tight = config({"crisp": {"max_repeats": 0.1}})
     selections = [selection_stage(cache, cfg, tiny_prepared) for cfg in (uncapped, loose, tight)]
     assert len({s.key for s in selections}) == 3  # three selections, planned differently
-    draws = [draw_inputs(s, tiny_prepared) for s in selections]
+    draws = [draw_inputs(Groups.load(s.path), tiny_prepared) for s in selections]
     assert draws[0] == draws[1] != draws[2]  # the loose cap draws what CRISP draws; the tight one does not
     model = train_stage(cache, uncapped, tiny_prepared, selections[0])
     assert train_stage(cache, loose, tiny_prepared, selections[1]).path == model.path

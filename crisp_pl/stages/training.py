@@ -124,11 +124,10 @@ def _gpt_config(cfg: RunConfig, prepared: Prepared) -> GPTConfig:
                                vocab_size=padded_vocab_size(prepared.tokenizer.vocab_size))  # the tokenizer's ids
 
 
-def draw_inputs(selection: CacheEntry, prepared: Prepared) -> dict:
-    """What a model is trained on: the selection's groups (windows and weights) and the stores they index,
+def draw_inputs(groups: Groups, prepared: Prepared) -> dict:
+    """What a model is trained on: a selection's groups (windows and weights) and the stores they index,
     not the settings that planned them, so two selections that plan the same draws (capped CRISP where no
     cap binds) train one model."""
-    groups = Groups.load(selection.path)
     stores = {"pool": ["pool"], "train": ["task"], MIXED_STORE: ["pool", "task"]}[groups.store]
     return {"groups": groups.digest(), **{store: prepared.keys[store] for store in stores}}
 
@@ -138,7 +137,8 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection
     """Train a GPT on windows drawn from the selection's groups: a fresh one, or the `base` model's
     weights continued (with a fresh optimizer and `train`'s re-warm and schedule). `callbacks`: more
     Lightning callbacks (a search's pruning)."""
-    inputs = {"draws": draw_inputs(selection, prepared), "model": to_dict(cfg.model), "window_length": cfg.corpus.window_length,
+    groups = Groups.load(selection.path)  # read once: the key hashes it, the build draws from it
+    inputs = {"draws": draw_inputs(groups, prepared), "model": to_dict(cfg.model), "window_length": cfg.corpus.window_length,
               "train": _train_inputs(cfg.train)}
     if base is not None:
         inputs["base"] = base.key
@@ -146,7 +146,7 @@ def train_stage(cache: StageCache, cfg: RunConfig, prepared: Prepared, selection
     def build(out: Path) -> None:
         started = time.perf_counter()
         gpt = (lambda: load_gpt(base.path / "final.ckpt").train()) if base is not None else (lambda: GPT(_gpt_config(cfg, prepared)))
-        data = _datamodule(cfg, prepared, Groups.load(selection.path), cfg.train)
+        data = _datamodule(cfg, prepared, groups, cfg.train)
         spec = prepared.tokenizer.spec()  # every checkpoint carries its tokenizer
         trainer, module = fit_resumable(lambda: GPTModule(gpt(), cfg.train, spec), data, cfg.train, out,
                                         validate_every=_validate_every(prepared, cfg.train.val_every), logger=logger,

@@ -383,8 +383,15 @@ def test_task_presets_resolve_and_the_multitask_set_mixes_its_tasks():
     from crisp_pl.config import build_run_config
     from crisp_pl.corpus.tasks import load_task_documents
 
-    for preset in sorted(p.stem for p in (workspace.builtin("configs") / "tasks").glob("*.yaml")):
-        assert build_run_config({"task": preset}).task.name == preset
+    import yaml
+
+    # a preset resolves to the task its file declares; medical_only is named `medical` (its metric name) and
+    # differs from the `medical` preset by its sources
+    for path in sorted((workspace.builtin("configs") / "tasks").glob("*.yaml")):
+        declared = yaml.safe_load(path.read_text())["task"]
+        task = build_run_config({"task": path.stem}).task
+        assert task.name == declared["name"] and task.sources == declared.get("sources", task.sources), path
+    assert build_run_config({"task": "medical_only"}).task.sources != build_run_config({"task": "medical"}).task.sources
     sources = [{"name": n, "max_docs": 300} for n in ("medical", "python_docs", "bbc_news")] + [{"name": "wiki", "max_docs": 600}]
     cfg = build_run_config({"task": "multitask", "corpus": {"sources": sources}})
     splits = split_task(load_task_documents(cfg.corpus, cfg.task, progress=False), cfg.task)

@@ -114,8 +114,22 @@ def test_a_capped_level_score_loses_the_likelihood_only_repetition_buys():
     free = level_scores(pool, spec, spec, [8, 64])
     capped = level_scores(pool, spec, spec, [8, 64], cap=(400, 4.0))  # the leaf holds 80 of 400 draws at most
     assert free[1] > free[0]  # uncapped, the finest level predicts the validation windows best
-    assert capped[1] == pytest.approx(np.log(4.0 * 1280 / 400))  # capped, its weight is R x pool / draws at most
+    # capped, the leaf draws R x 20 / 400 = 0.2 of the 50 pieces' mass, then add-one over the 64 leaves
+    assert capped[1] == pytest.approx(np.log((0.2 * 50 + 1) / (50 + 64) * 1280 / 20))
     assert capped[1] < free[1] and capped[0] == pytest.approx(free[0])  # the coarse level's cap does not bind
+
+
+def test_a_capped_level_score_sees_a_cap_that_binds_only_before_smoothing():
+    """At a fine level the add-one pseudo-counts of many clusters outweigh the few train pieces: the smoothed
+    histogram sits under every cap while the histogram training draws does not. The score caps the drawn one."""
+    leaf = np.arange(4096).repeat(2)
+    pool = leaf[:, None]
+    spec = np.repeat([0, 1, 2, 3], 10)[:, None]  # 40 pieces on 4 leaves of 2 windows
+    cap = (800, 2.0)  # at most 2 x 2 / 800 = 0.005 of the draws on a leaf; the drawn histogram puts 0.25 on each
+    assert (11 / (40 + 4096)) < 0.005  # the add-one histogram is under the cap everywhere
+    free, capped = level_scores(pool, spec, spec, [4096]), level_scores(pool, spec, spec, [4096], cap=cap)
+    assert capped[0] == pytest.approx(np.log((0.005 * 40 + 1) / (40 + 4096) * 8192 / 2))
+    assert capped[0] < free[0] - 1.0
 
 
 def test_a_mix_draws_its_share_from_the_specialist_store_and_counts_both():

@@ -156,7 +156,7 @@ LEVEL_SCORE_SMOOTHING = 1.0  # add-one: a validation window in a cluster no trai
 
 def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validation_labels: np.ndarray,
                  levels: list[int], specialist_weights: np.ndarray | None = None,
-                 cap: tuple[int, float] | None = None) -> np.ndarray:
+                 cap: tuple[int, float] | None = None, smoothing: float = 0.0) -> np.ndarray:
     """(levels,) the held-out score of each tree level, from the specialist data alone: the mean over the
     specialist validation windows of log w(c) = log P(c|Ds) / P(c|Dg), P(c|Ds) the add-one smoothed
     histogram of the train pieces at that level.
@@ -170,13 +170,19 @@ def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validat
 
     `cap` = (pool draws, max repeats) scores the histogram the budget lets training draw
     (crisp_pl.repetition.cap_weights) instead: a level whose mass sits on clusters too small for the
-    budget loses the part of its likelihood that only repetition could buy (w(c) is at most
-    max_repeats x pool windows / draws)."""
+    budget loses the part of its likelihood that only repetition could buy. The cap applies to the
+    histogram training draws (unsmoothed, `smoothing`) and the add-one pseudo-counts go on after it:
+    capping the smoothed histogram would miss the cap at fine levels, where the pseudo-counts of many
+    clusters outweigh the few train pieces and spread the mass below any cap."""
     scores = []
     for level, k in enumerate(levels):
-        hist = histogram(pool_labels[:, level], specialist_labels[:, level], k, LEVEL_SCORE_SMOOTHING, specialist_weights)
+        hist = histogram(pool_labels[:, level], specialist_labels[:, level], k,
+                         LEVEL_SCORE_SMOOTHING if cap is None else smoothing, specialist_weights)
         if cap is not None:
-            hist = replace(hist, p_specialist=cap_weights(hist.p_specialist, hist.generalist_counts, *cap).weights)
+            drawn = cap_weights(hist.p_specialist, hist.generalist_counts, *cap).weights
+            pieces = len(specialist_labels) * (1.0 - hist.dropped_mass)  # the drawn histogram's mass in piece units
+            smoothed = np.where(hist.generalist_counts > 0, drawn * pieces + LEVEL_SCORE_SMOOTHING, 0.0)
+            hist = replace(hist, p_specialist=smoothed / smoothed.sum())
         w = hist.importance_weights
         floor = w[w > 0].min()
         scores.append(float(np.mean(np.log(np.maximum(w[validation_labels[:, level]], floor)))))
@@ -185,12 +191,14 @@ def level_scores(pool_labels: np.ndarray, specialist_labels: np.ndarray, validat
 
 @register("crisp_auto", needs={"validation_clusters"},
           settings=lambda cfg: {"levels": cfg.cluster.levels, "smoothing": cfg.selection.smoothing, **mixture_settings(cfg),
-                                **cap_settings(cfg)})
+                                **cap_settings(cfg),
+                                # the capped score caps the drawn histogram since 2026-12-07 (a key apart from the old one's)
+                                **({"capped_score": "drawn"} if cfg.selection.crisp.max_repeats is not None else {})})
 def select_level(ctx: SelectionContext) -> Groups:
     """CRISP at the tree level whose histogram best predicts the specialist validation windows (see `level_scores`)."""
     levels, cap = ctx.cfg.cluster.levels, cap_settings(ctx.cfg)
     scores = level_scores(ctx.pool_labels, ctx.specialist_labels, ctx.validation_labels, levels, ctx.specialist_weights,
-                          (cap["pool_draws"], cap["max_repeats"]) if cap else None)
+                          (cap["pool_draws"], cap["max_repeats"]) if cap else None, ctx.cfg.selection.smoothing)
     level = int(np.argmax(scores))
     groups = _crisp_at(ctx, level)
     groups.info.update({"chosen_level": level, **{f"level_score_{i}": s for i, s in enumerate(scores)}})

@@ -20,9 +20,10 @@ TARGETED = {"crisp", "crisp_auto", "ced", "classifier", "dsir", "doge"}
 DRAWS = 20_000
 
 
-# Variants the contract also covers: capped CRISP (at a cap that binds at the fixture's few draws) and the
+# Variants the contract also covers: capped CRISP and its level choice (at a cap that binds at the fixture's few draws) and the
 # specialist mix, alone and together.
 VARIANTS = {"crisp capped": ("crisp", {"crisp": {"max_repeats": 0.1}}),
+            "crisp_auto capped": ("crisp_auto", {"crisp": {"max_repeats": 0.1}}),
             "uniform + mix": ("uniform", {"mix": {"specialist": 0.2}}),
             "crisp capped + mix": ("crisp", {"crisp": {"max_repeats": 0.1}, "mix": {"specialist": 0.2}})}
 

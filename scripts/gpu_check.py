@@ -155,7 +155,7 @@ def parts(ctx: Context) -> list[Part]:
     model = ["--model-path", ctx.model] if ctx.model else []
     return [
         Part("embed", "8x encode()'s rows/s", "embed_throughput.py", "embed_throughput", ["--n", "20000", "--batch-size", "512", *model],
-             ["--n", "32", "--words", "40", "--batch-size", "16", "--skip-mean-chunks", *model], 60, 60, embed_summary, needs_model),
+             ["--n", "16", "--words", "40", "--batch-size", "8", "--skip-mean-chunks", *model], 60, 120, embed_summary, needs_model),
         Part("tree", "64 -> 262k over 10M in < 5 min", "cluster_scale.py", "cluster_scale",
              ["--n", "10000000", "--levels", "64,4096,262144", "--fits", "per_parent,batched"],
              ["--n", "4000", "--levels", "4,16,64", "--niter", "5", "--fits", "per_parent,batched"], 130, 60, tree_summary),

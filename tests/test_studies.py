@@ -21,11 +21,21 @@ SHRINK = [
 ]
 
 
+@pytest.fixture(scope="module")
+def shared_stages(tmp_path_factory):
+    """One stage cache for every study a test worker runs: the studies share the pool's stages (tokenizer,
+    windows, embeddings, tree) and the medical task's, as a user's studies on one results folder do; the
+    first study on a worker builds them."""
+    return tmp_path_factory.mktemp("stages")
+
+
 @pytest.mark.slow
 # central_claim runs at its own (small) size in tests/test_claim.py
 @pytest.mark.parametrize("name", sorted(p.stem for p in workspace.builtin("studies").glob("*.yaml") if p.stem != "central_claim"))
-def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path):
+def test_every_study_runs_end_to_end_at_its_smallest_setting(name, tmp_path, shared_stages):
     from analysis.figures import draw_study
+
+    (tmp_path / "cache").symlink_to(shared_stages, target_is_directory=True)
 
     study = load_study(name)
     study = dataclasses.replace(study, seeds=study.seeds[:1])

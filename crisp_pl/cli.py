@@ -7,7 +7,7 @@
     crisp study plan NAME [--scale ...]
     crisp figures NAME [--scale ...]
     crisp coverage NAME [--scale ...]
-    crisp inspect RUN_ID [--results-dir results] [--top 10] [--examples 2]
+    crisp inspect RUN_ID [--results-dir results] [--cache-dir DIR] [--top 10] [--examples 2]
     crisp tune NAME --trials N [--scale ...] [--set key=value ...]
     crisp fit NAME [--scale ...] [--bootstrap 200] [--domains K]
     crisp task new NAME --from PATH [--kind text|jsonl|parquet] [--text-field F] [--id-field F] [--study]
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("run_id", help="the MLflow run id (crisp study status NAME lists them)")
     inspect.add_argument("--results-dir", default=None, help="the results folder the run was logged in (default: the "
                                                              "workspace's results/, else results)")
+    inspect.add_argument("--cache-dir", default=None, help="the stage cache the run read (default: the one it logged, "
+                                                           "its results folder's cache/)")
     inspect.add_argument("--top", type=int, default=10, help="clusters to show, by sampling weight (default: 10)")
     inspect.add_argument("--examples", type=int, default=2, help="example windows per cluster (default: 2)")
     tune = commands.add_parser("tune", help="an Optuna search over the study's `search` block (resumes where it stopped)")
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inspect":
             from crisp_pl.explain import inspect_run
 
-            print("\n".join(inspect_run(args.results_dir, args.run_id, args.top, args.examples)))
+            print("\n".join(inspect_run(args.results_dir, args.run_id, args.top, args.examples, cache_dir=args.cache_dir)))
             return 0
         if args.command == "tune":
             from crisp_pl.tune import Tuner

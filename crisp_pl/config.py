@@ -490,6 +490,9 @@ class TrackingConfig:
 class RunConfig:
     results_dir: str = "results"
     """Root of the MLflow store, the stage cache and the figures."""
+    cache_dir: str | None = None
+    """The stage cache; None: `results_dir/cache`. Its keys are content hashes, so studies logging to
+    several results folders can share one (the pool's embedding and tree built once for all of them)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -501,6 +504,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.results_dir) / "cache"
 
     def __post_init__(self):
         if self.train.max_steps == 0 and self.base.steps == 0:

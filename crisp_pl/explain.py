@@ -74,19 +74,22 @@ def _stage_keys(tracker, run) -> dict[str, str]:
     return {k.removeprefix("crisp.cache."): v for k, v in run.data.tags.items() if k.startswith("crisp.cache.")}
 
 
-def _cache_path(results_dir: Path, keys: dict[str, str], stage: str, name: str | None = None) -> Path:
+def _cache_path(cache: Path, keys: dict[str, str], stage: str, name: str | None = None) -> Path:
     key = keys.get(name or stage)
     if key is None:
         raise ConfigError(f"the run records no {name or stage} stage: not a finished CRISP run of crisp_pl")
-    path = results_dir / "cache" / stage / key
+    path = cache / stage / key
     if not path.is_dir():
-        raise ConfigError(f"{path}: the run's {stage} stage is not in this results folder's cache (removed or moved?)")
+        raise ConfigError(f"{path}: the run's {stage} stage is not in the stage cache {cache} (removed or moved? "
+                          "--cache-dir names another)")
     return path
 
 
-def inspect_run(results_dir: str | Path, run_id: str, top: int = 10, examples: int = 2, chars: int = 240) -> list[str]:
+def inspect_run(results_dir: str | Path, run_id: str, top: int = 10, examples: int = 2, chars: int = 240,
+                cache_dir: str | Path | None = None) -> list[str]:
     """The run's `top` clusters by sampling weight P(c|Ds): weight, importance weight, size, the sources
-    of their windows and `examples` of their windows (a seeded draw), as lines to print."""
+    of their windows and `examples` of their windows (a seeded draw), as lines to print. The stages are read
+    from `cache_dir`, else the cache the run logged (its `cache_dir` param), else `results_dir/cache`."""
     from crisp_pl.config import TrackingConfig
     from crisp_pl.tracking import Tracker
 
@@ -100,14 +103,16 @@ def inspect_run(results_dir: str | Path, run_id: str, top: int = 10, examples: i
     if method not in COVERAGE_METHODS:
         raise ConfigError(f"run {run_id} used selection.method={method}: crisp inspect reads CRISP runs ({', '.join(COVERAGE_METHODS)})")
     keys = _stage_keys(tracker, run)
-    selection = _cache_path(results_dir, keys, "selection")
+    logged = run.data.params.get("cache_dir", "None")
+    cache = Path(cache_dir or (logged if logged != "None" else results_dir / "cache"))
+    selection = _cache_path(cache, keys, "selection")
     table = pd.read_csv(selection / "histogram.csv")
     info = json.loads((selection / "groups.json").read_text()).get("info", {})
     levels = json.loads(run.data.params["cluster.levels"])
     level = int(info.get("chosen_level", int(run.data.params["cluster.level"]))) % len(levels)
-    labels = np.load(_cache_path(results_dir, keys, "labels", "pool_labels") / "labels.npy")[:, level]
-    tokenizer = load_tokenizer(_cache_path(results_dir, keys, "tokenizer") / "tokenizer.json")
-    pool = WindowStore(_cache_path(results_dir, keys, "pool") / "pool", tokenizer)
+    labels = np.load(_cache_path(cache, keys, "labels", "pool_labels") / "labels.npy")[:, level]
+    tokenizer = load_tokenizer(_cache_path(cache, keys, "tokenizer") / "tokenizer.json")
+    pool = WindowStore(_cache_path(cache, keys, "pool") / "pool", tokenizer)
     rng = seeds.rng(0, "inspect.examples")
 
     chosen = table.sort_values("p_specialist", ascending=False).head(top)

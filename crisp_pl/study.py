@@ -273,7 +273,7 @@ class StudyResults:
 
 
 STAGES_ARTIFACT = "stages.json"  # a point's stage name -> cache key (crisp inspect reads the stages back through it)
-PLACE_KEYS = ("results_dir", "tracking")  # where a study's results go, left out of its identity
+PLACE_KEYS = ("results_dir", "cache_dir", "tracking")  # where a study's results go, left out of its identity
 
 
 def group_means(runs: pd.DataFrame) -> dict[str, float]:
@@ -307,7 +307,7 @@ class StudyRunner:
         # where the results live is not what the study is: a moved results folder finds its runs again
         self.study_hash = stable_hash([{k: v for k, v in c.items() if k not in PLACE_KEYS} for c in identity])
         self.legacy_hash = stable_hash(identity)  # the identity of studies run before it left the folder out
-        self.cache = StageCache(self.results_dir / "cache")
+        self.cache = StageCache(first.cache_root)
         self.provenance = provenance()  # once: it runs git
 
     @property

@@ -320,3 +320,27 @@ def test_a_results_folder_moved_elsewhere_opens_with_its_artifacts(tmp_path):
     assert run.info.artifact_uri.startswith((tmp_path / "there").resolve().as_uri())
     assert run.data.tags["crisp.checkpoint"].startswith(str((tmp_path / "there").resolve()))
     assert Path(run.data.tags["crisp.checkpoint"]).is_file()
+
+
+@pytest.mark.slow
+def test_studies_logging_to_two_results_folders_share_one_stage_cache(tmp_path, capsys):
+    from crisp_pl.cli import main
+
+    spec = dict(SEEDED_STUDY, name="shared", seeds=[0], variants={"crisp": {"selection.method": "crisp"}})
+    study_file, stages = write_study(tmp_path, spec), tmp_path / "stages"
+    first = StudyRunner(load_study(study_file), "tiny", [f"results_dir={tmp_path / 'a'}", f"cache_dir={stages}"])
+    first.run()
+    built = {p: p.stat().st_mtime for p in stages.glob("*/*")}
+    assert {p.parent.name for p in built} >= {"pool", "embeddings", "tree", "train"}
+
+    second = StudyRunner(load_study(study_file), "tiny", [f"results_dir={tmp_path / 'b'}", f"cache_dir={stages}"])
+    assert second.study_hash == first.study_hash  # where the stages lie is not what the study is
+    rows = second.run()
+    assert {p: p.stat().st_mtime for p in stages.glob("*/*")} == built  # every stage read, none built again
+    assert not (tmp_path / "a" / "cache").exists() and not (tmp_path / "b" / "cache").exists()
+    assert (tmp_path / "b" / "mlflow.db").is_file() and len(rows) == 1  # logged in its own folder
+
+    assert main(["inspect", rows[0]["run_id"], "--results-dir", str(tmp_path / "b"), "--top", "1"]) == 0  # the logged cache
+    assert capsys.readouterr().out.count("\ncluster ") == 1
+    assert main(["inspect", rows[0]["run_id"], "--results-dir", str(tmp_path / "b"), "--cache-dir", str(tmp_path)]) == 2
+    assert f"not in the stage cache {tmp_path}" in capsys.readouterr().err

@@ -486,6 +486,11 @@ class TrackingConfig:
     experiment: str = "crisp_pl"
 
 
+def cache_root(results_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where the stage cache lies: `cache_dir`, else `results_dir/cache`."""
+    return Path(cache_dir) if cache_dir else Path(results_dir) / "cache"
+
+
 @dataclass
 class RunConfig:
     results_dir: str = "results"
@@ -507,7 +512,7 @@ class RunConfig:
 
     @property
     def cache_root(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else Path(self.results_dir) / "cache"
+        return cache_root(self.results_dir, self.cache_dir)
 
     def __post_init__(self):
         if self.train.max_steps == 0 and self.base.steps == 0:

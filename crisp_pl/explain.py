@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from crisp_pl import seeds
-from crisp_pl.config import ConfigError, RunConfig
+from crisp_pl.config import ConfigError, RunConfig, cache_root
 from crisp_pl.corpus.tokenizer import load_tokenizer
 from crisp_pl.corpus.windows import WindowStore
 from crisp_pl.coverage import repetition, verdict
@@ -103,8 +103,8 @@ def inspect_run(results_dir: str | Path, run_id: str, top: int = 10, examples: i
     if method not in COVERAGE_METHODS:
         raise ConfigError(f"run {run_id} used selection.method={method}: crisp inspect reads CRISP runs ({', '.join(COVERAGE_METHODS)})")
     keys = _stage_keys(tracker, run)
-    logged = run.data.params.get("cache_dir", "None")
-    cache = Path(cache_dir or (logged if logged != "None" else results_dir / "cache"))
+    logged = run.data.params.get("cache_dir", "None")  # params are text: an unset cache_dir logs "None"
+    cache = cache_root(results_dir, cache_dir or (None if logged == "None" else logged))
     selection = _cache_path(cache, keys, "selection")
     table = pd.read_csv(selection / "histogram.csv")
     info = json.loads((selection / "groups.json").read_text()).get("info", {})
